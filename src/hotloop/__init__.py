@@ -6,6 +6,7 @@ Change one import::
     from hotloop import Engine, Events            # after
 """
 
+from hotloop.collate import decollate_batch
 from hotloop.engine import (
     CallableEventWithFilter,
     DeterministicEngine,
@@ -18,6 +19,14 @@ from hotloop.engine import (
     State,
     keep_random_state,
     update_dataloader,
+)
+from hotloop.supervised import (
+    create_supervised_evaluator,
+    create_supervised_trainer,
+    supervised_evaluation_step,
+    supervised_evaluation_step_amp,
+    supervised_training_step,
+    supervised_training_step_amp,
 )
 
 __version__ = "0.1.0"
@@ -33,6 +42,13 @@ __all__ = [
     "ReproducibleBatchSampler",
     "State",
     "__version__",
+    "create_supervised_evaluator",
+    "create_supervised_trainer",
+    "decollate_batch",
     "keep_random_state",
+    "supervised_evaluation_step",
+    "supervised_evaluation_step_amp",
+    "supervised_training_step",
+    "supervised_training_step_amp",
     "update_dataloader",
 ]

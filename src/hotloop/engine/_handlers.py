@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ignite.engine.events import State
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from ignite.engine import Engine as _IgniteEngine
 
 __all__: list[str] = []
+
+# The names Ignite's ``Engine._handler_wrapper`` gives its wrapper before ``functools.wraps`` copies the handler's.
+_IGNITE_WRAPPER_QUALNAME = "Engine._handler_wrapper.<locals>.wrapper"
+_IGNITE_WRAPPER_MODULE = "ignite.engine.engine"
 
 # Filter kinds that the dispatcher evaluates inline.
 _GENERIC, _EVERY, _ONCE, _RANGE, _EVERY_RANGE = range(5)
@@ -38,14 +42,10 @@ class _HandlerTable(defaultdict):
 
     __slots__ = ("version",)
 
-    def __init__(self, items: Iterable[tuple[Any, list]] | dict | None = None) -> None:
-        super().__init__(list)
+    # defaultdict's signature: ``copy()``, ``copy.copy``, ``|`` and pickling call ``type(self)(factory, items)``.
+    def __init__(self, default_factory: Callable[[], Any] | None = list, /, *args: Any, **kwargs: Any) -> None:
         self.version = 0
-        if items:
-            super().update(items)
-
-    def __reduce__(self) -> tuple:
-        return (type(self), (), None, None, iter(self.items()))
+        super().__init__(default_factory, *args, **kwargs)
 
     def __setitem__(self, key: Any, value: list) -> None:
         self.version += 1
@@ -75,7 +75,8 @@ class _HandlerTable(defaultdict):
         self.version += 1
         return super().setdefault(key, default)
 
-    def __ior__(self, other: Any) -> _HandlerTable:
+    # typeshed's dict.__or__ overloads do not accept Any; ``|=`` here takes what ``update`` takes, as dict's does.
+    def __ior__(self, other: Any) -> _HandlerTable:  # type: ignore[misc]
         self.update(other)
         return self
 
@@ -101,9 +102,8 @@ def _classify_filter(event_filter: Callable) -> tuple[int, Any, Any, Any]:
         if qualname.startswith("CallableEventWithFilter.every_event_filter."):
             return _EVERY, int(cv["every"]), None, None
         if qualname.startswith("CallableEventWithFilter.once_event_filter."):
-            once = cv["once"]
-            if all(type(v) is int for v in once):
-                return _ONCE, None, frozenset(once), None
+            # The filter's own sequence, not a copy: ``in`` then compares exactly as the filter does.
+            return _ONCE, None, cv["once"], None
         if qualname.startswith("CallableEventWithFilter.before_and_after_event_filter."):
             return _RANGE, None, cv["after_"], cv["before_"]
         if qualname.startswith("CallableEventWithFilter.every_before_and_after_event_filter."):
@@ -123,6 +123,12 @@ class _FilteredHandler:
     """
 
     def __init__(self, engine: _IgniteEngine, handler: Callable, event_name: Any, event_filter: Callable) -> None:
+        # What Ignite's wrapper function is called when the handler has no name of its own (a callable object, a
+        # partial): ``HandlersTimeProfiler`` reports handlers by ``__qualname__``, and errors print the wrapper.
+        self.__name__ = "wrapper"
+        self.__qualname__ = _IGNITE_WRAPPER_QUALNAME
+        self.__module__ = _IGNITE_WRAPPER_MODULE
+        self.__doc__ = None
         functools.update_wrapper(self, handler)
         self._parent = weakref.ref(handler)
         self._hl_engine = weakref.ref(engine)
@@ -161,4 +167,6 @@ class _FilteredHandler:
         return bool(self._hl_filter(engine, value))
 
     def __repr__(self) -> str:
-        return f"<filtered {self._hl_handler!r} on {self._hl_event!r}>"
+        # A function's repr, as Ignite's wrapper has: it appears in Ignite's signature errors and is matched by
+        # ``HandlersTimeProfiler._is_internal_handler``.
+        return f"<function {self.__qualname__} at {id(self):#x}>"

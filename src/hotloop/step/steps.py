@@ -1,0 +1,224 @@
+"""Step builders: the supervised train/eval step split into host logic and a device ``compute`` body that can be
+run eagerly, through ``torch.compile``, or replayed from a CUDA graph."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+
+from hotloop.step.compiled import CompiledStep, resolve_compile
+
+__all__ = ["build_eval_step", "build_train_step"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _autocast(amp: bool, cache_enabled: bool = True) -> Any:
+    if not amp:
+        return nullcontext()
+    from torch.amp import autocast  # imported lazily, as Ignite does
+
+    # Inside a CUDA graph capture the autocast weight-cast cache must be off (PyTorch CUDA-graph notes): a cached
+    # cast made during capture would be freed memory at replay.
+    return autocast("cuda", enabled=True, cache_enabled=cache_enabled)
+
+
+def _graphs_module() -> Any:
+    from hotloop.step import graphed
+
+    return graphed
+
+
+def _resolve_graphs(option: Any, device: Any) -> bool:
+    if option is False:
+        return False
+    return bool(_graphs_module().resolve_cuda_graphs(option, device))
+
+
+def build_train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    *,
+    device: str | torch.device | None,
+    non_blocking: bool,
+    prepare_batch: Callable,
+    model_transform: Callable[[Any], Any],
+    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any],
+    gradient_accumulation_steps: int,
+    model_fn: Callable[[torch.nn.Module, Any], Any],
+    amp: bool = False,
+    scaler: Any = None,
+    compile: Any = False,
+    cuda_graphs: Any = False,
+    max_compiled_shapes: int = 4,
+) -> Callable[[Any, Any], Any]:
+    """A training step with Ignite's semantics whose device work may be compiled or CUDA-graphed.
+
+    Host logic (zeroing gradients every ``gradient_accumulation_steps`` iterations, ``model.train()``,
+    ``prepare_batch``, ``output_transform``) stays in Python; ``compute`` — forward, ``model_transform``, loss,
+    division by the accumulation steps, backward and, on the iterations where Ignite steps, the optimizer (or the
+    scaler's step and update) — is what ``compile`` and ``cuda_graphs`` act on.
+
+    Returns:
+        ``update(engine, batch)``, the process function of a trainer.
+    """
+    gas = gradient_accumulation_steps
+    if gas <= 0:
+        raise ValueError(
+            "Gradient_accumulation_steps must be strictly positive. "
+            "No gradient accumulation if the value set to one (default)."
+        )
+
+    def forward_backward(x: Any, y: Any, m: Any = model) -> tuple[Any, torch.Tensor]:
+        with _autocast(amp):
+            output = model_fn(m, x)
+            y_pred = model_transform(output)
+            loss = loss_fn(y_pred, y)
+            if gas > 1:
+                loss = loss / gas
+        if scaler:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return y_pred, loss
+
+    def forward_backward_graphed(x: Any, y: Any) -> tuple[Any, torch.Tensor]:
+        with _autocast(amp, cache_enabled=False):
+            y_pred = model_transform(model_fn(model, x))
+            loss = loss_fn(y_pred, y)
+        loss.backward()
+        optimizer.step()
+        return y_pred, loss
+
+    def optimizer_step() -> None:
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+
+    def compute_and_step(x: Any, y: Any, m: Any = model) -> tuple[Any, torch.Tensor]:
+        y_pred, loss = forward_backward(x, y, m)
+        optimizer_step()
+        return y_pred, loss
+
+    # The optimizer step belongs to the compiled/captured body only when it runs every iteration and needs no
+    # host-side logic (GradScaler's inf check syncs and must stay outside a CUDA graph, per PyTorch's notes).
+    whole = gas == 1 and not scaler
+    body: Callable[..., tuple[Any, torch.Tensor]] = compute_and_step if whole else forward_backward
+    eager_body = body
+
+    graphed = _resolve_graphs(cuda_graphs, device)
+    if graphed and not whole:
+        # A graph replays the optimizer step too; with accumulation or a GradScaler the step is host logic.
+        warnings.warn(
+            "hotloop: cuda_graphs is ignored with gradient_accumulation_steps > 1 or a GradScaler "
+            "(the optimizer step cannot be part of the graph); running eagerly",
+            stacklevel=3,
+        )
+        graphed = False
+    if graphed:
+        # Gradients live in graph memory: the graph's backward overwrites them, so the update must not zero them
+        # between replays (zero_grad(set_to_none=True) would detach .grad from that memory). Eager warm-up and
+        # fallback steps zero them as Ignite's step does.
+        body = _graphs_module().GraphedStep(
+            lambda x, y: forward_backward_graphed(x, y),
+            pre_capture=lambda: optimizer.zero_grad(set_to_none=True),
+            eager_step=lambda x, y: (optimizer.zero_grad(), eager_body(x, y))[1],
+            optimizer=optimizer,
+            device=device,
+            name="train step",
+        )
+    else:
+        compile_kwargs = resolve_compile(compile, device)
+        if compile_kwargs is not None:
+            compiled_model = torch.compile(model, **compile_kwargs)
+            whole_body = body
+
+            def model_only(x: Any, y: Any) -> tuple[Any, torch.Tensor]:
+                # Used when the whole step does not compile: the same body around the compiled model.
+                return whole_body(x, y, compiled_model)
+
+            body = CompiledStep(
+                body,
+                compile_kwargs,
+                fallback=eager_body,
+                fallback_fn=model_only,
+                state=(model, optimizer),
+                max_shapes=max_compiled_shapes,
+                name="train step",
+            )
+
+    def update(engine: Any, batch: Any) -> Any:
+        if not graphed and (engine.state.iteration - 1) % gas == 0:
+            optimizer.zero_grad()
+        model.train()
+        x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
+        y_pred, loss = body(x, y)
+        if not whole and engine.state.iteration % gas == 0:
+            optimizer_step()
+        return output_transform(x, y, y_pred, loss * gas)
+
+    return update
+
+
+def build_eval_step(
+    model: torch.nn.Module,
+    *,
+    device: str | torch.device | None,
+    non_blocking: bool,
+    prepare_batch: Callable,
+    model_transform: Callable[[Any], Any],
+    output_transform: Callable[[Any, Any, Any], Any],
+    model_fn: Callable[[torch.nn.Module, Any], Any],
+    amp: bool = False,
+    compile: Any = False,
+    cuda_graphs: Any = False,
+    max_compiled_shapes: int = 4,
+) -> Callable[[Any, Any], Any]:
+    """An evaluation step with Ignite's semantics whose forward may be compiled or CUDA-graphed.
+
+    Returns:
+        ``evaluate_step(engine, batch)``, the process function of an evaluator.
+    """
+
+    def forward(x: Any, cache_enabled: bool = True) -> Any:
+        with torch.no_grad(), _autocast(amp, cache_enabled):
+            return model_transform(model_fn(model, x))
+
+    body: Callable[..., Any] = forward
+    if _resolve_graphs(cuda_graphs, device):
+        body = _graphs_module().GraphedStep(
+            lambda x, y: (forward(x, cache_enabled=False), None),
+            pre_capture=None,
+            eager_step=lambda x, y: (forward(x), None),
+            optimizer=None,
+            device=device,
+            name="evaluation step",
+        )
+        graphed = body
+
+        def body(x: Any) -> Any:  # noqa: F811 - the graphed body takes (x, y)
+            return graphed(x, None)[0]
+
+    else:
+        compile_kwargs = resolve_compile(compile, device)
+        if compile_kwargs is not None:
+            body = CompiledStep(
+                forward, compile_kwargs, fallback=forward, state=(model,), max_shapes=max_compiled_shapes, name="eval step"
+            )
+
+    def evaluate_step(engine: Any, batch: Any) -> Any:
+        model.eval()
+        with torch.no_grad():
+            x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
+            y_pred = body(x)
+            return output_transform(x, y, y_pred)
+
+    return evaluate_step
