@@ -14,7 +14,6 @@ from ignite.metrics import Accuracy, Loss
 from torch.utils.data import DataLoader, TensorDataset
 
 import hotloop
-import hotloop.supervised as hs
 from hotloop.step import compiled as compiled_mod
 
 FACTORIES = [
@@ -48,9 +47,7 @@ def _train(mod, data=None, epochs=3, optim=None, trainer_kwargs=None, eval_kwarg
     metrics = {"acc": Accuracy(), "loss": Loss(torch.nn.CrossEntropyLoss())}
     evaluator = mod.create_supervised_evaluator(model, metrics=metrics, **(eval_kwargs or {}))
     history = []
-    trainer.add_event_handler(
-        ie.Events.EPOCH_COMPLETED, lambda e: history.append(dict(evaluator.run(data).metrics))
-    )
+    trainer.add_event_handler(ie.Events.EPOCH_COMPLETED, lambda e: history.append(dict(evaluator.run(data).metrics)))
     trainer.run(data, max_epochs=epochs)
     return outputs, [p.detach().clone() for p in model.parameters()], history, trainer, evaluator
 
@@ -256,7 +253,9 @@ def test_compile_more_shapes_than_allowed_runs_eager_with_one_warning():
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         a = _train(ie, data=data, epochs=1)
-        b = _train(hotloop, data=data, epochs=1, trainer_kwargs={"compile": {"backend": backend}, "max_compiled_shapes": 2})
+        b = _train(
+            hotloop, data=data, epochs=1, trainer_kwargs={"compile": {"backend": backend}, "max_compiled_shapes": 2}
+        )
     ours = [x for x in w if "compiled train step has code for 2 input shapes" in str(x.message)]
     assert len(ours) == 1
     for x, y in zip(a[1], b[1]):
@@ -271,7 +270,7 @@ def test_compile_failure_restores_state_and_falls_back(monkeypatch, caplog):
             return real_compile(fn, backend=_CountingBackend())
 
         def half_step_then_fail(x, y, *rest):
-            out = fn(x, y, *rest)  # the whole step ran ...
+            fn(x, y, *rest)  # the whole step ran ...
             raise torch._dynamo.exc.Unsupported("pretend the optimizer step does not compile")  # ... then failed
 
         return half_step_then_fail

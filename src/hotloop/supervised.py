@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from ignite.engine import _prepare_batch
 from ignite.engine import _check_arg as _ignite_check_arg
+from ignite.engine import _prepare_batch
 from ignite.metrics import Metric
 
 from hotloop.engine import DeterministicEngine, Engine
@@ -369,7 +369,11 @@ def create_supervised_trainer(
     elif mode in ("apex", "tpu"):
         from ignite import engine as _ignite_engine
 
-        make = _ignite_engine.supervised_training_step_apex if mode == "apex" else _ignite_engine.supervised_training_step_tpu
+        make = (
+            _ignite_engine.supervised_training_step_apex
+            if mode == "apex"
+            else _ignite_engine.supervised_training_step_tpu
+        )
         _update = make(
             model, optimizer, loss_fn, device, non_blocking, prepare_batch, model_transform, output_transform,
             gradient_accumulation_steps, model_fn,
@@ -462,4 +466,3 @@ def create_supervised_evaluator(
         metric.attach(evaluator, name)
     _attach_prefetch(evaluator, prefetch, device, non_blocking)
     return evaluator
-

@@ -37,7 +37,9 @@ def resolve_compile(option: Any, device: str | torch.device | None) -> dict[str,
     if option == "auto":
         is_cuda = device is not None and torch.device(device).type == "cuda"
         if not is_cuda:
-            _logger.info("compile='auto': eager on device %s (inductor's CPU code is slower for training steps)", device)
+            _logger.info(
+                "compile='auto': eager on device %s (inductor's CPU code is slower for training steps)", device
+            )
             return None
         return {"dynamic": False}
     if option is True:
@@ -144,7 +146,9 @@ class CompiledStep:
             out = self._compiled(*args)
         except Exception as e:  # torch._dynamo / inductor raise many types; any failure means "not compilable"
             _restore(self._state, snap)
-            _logger.warning("hotloop: compiling the whole %s failed (%s: %s); falling back", self.name, type(e).__name__, e)
+            _logger.warning(
+                "hotloop: compiling the whole %s failed (%s: %s); falling back", self.name, type(e).__name__, e
+            )
             self.mode = "fallback"
             self._compiled = self._fallback_fn or self._fallback
             self._verified = True

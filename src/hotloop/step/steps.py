@@ -211,7 +211,12 @@ def build_eval_step(
         compile_kwargs = resolve_compile(compile, device)
         if compile_kwargs is not None:
             body = CompiledStep(
-                forward, compile_kwargs, fallback=forward, state=(model,), max_shapes=max_compiled_shapes, name="eval step"
+                forward,
+                compile_kwargs,
+                fallback=forward,
+                state=(model,),
+                max_shapes=max_compiled_shapes,
+                name="eval step",
             )
 
     def evaluate_step(engine: Any, batch: Any) -> Any:
