@@ -50,14 +50,15 @@ def test_quick_run_reports_every_scenario_and_provider(compare, quick_run):
     assert {("engine_overhead", "no_handlers"), ("engine_overhead", "handlers")} <= set(expected)
     got = {(entry["case"], entry["scenario"]): set(entry["providers"]) for entry in report["scenarios"]}
     assert got == expected
-    for providers in got.values():
-        assert {"raw", "ignite", "hotloop"} <= providers
+    for entry in report["scenarios"]:
+        roles = {entry[role] for role in ("reference", "original", "candidate") if role in entry}
+        assert len(roles) == 3 and roles <= set(entry["providers"])
 
 
 def test_quick_run_numbers_are_positive_and_complete(quick_run):
     _, _, report = quick_run
     assert report["mode"] == "quick"
-    assert set(report["versions"]) == {"python", "torch", "ignite", "hotloop"}
+    assert {"python", "torch", "ignite", "hotloop"} <= set(report["versions"])
     assert report["machine"]["cpu_count"] >= 1 and report["machine"]["platform"]
     for entry in report["scenarios"]:
         for provider in entry["providers"].values():
@@ -66,7 +67,10 @@ def test_quick_run_numbers_are_positive_and_complete(quick_run):
             assert all(provider["us_per_iter"][key] > 0 for key in _STATS)
         reference = entry["providers"][entry["reference"]]
         assert reference["overhead_vs_reference_us"]["median"] == 0.0
-        assert entry["result"] in ("PASS", "FAIL")
+        if entry["target_ratio"] is None:
+            assert entry["result"] is None
+        else:
+            assert entry["result"] in ("PASS", "FAIL")
 
 
 def test_only_runs_the_named_scenario(compare, tmp_path, capsys):
