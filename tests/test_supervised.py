@@ -335,3 +335,27 @@ def test_no_sync_mode_makes_no_host_sync_during_an_epoch(monkeypatch):
     sync_trainer.add_event_handler(ie.Events.EPOCH_COMPLETED, disarm)
     sync_trainer.run(_data(), max_epochs=1)
     assert "item" in calls
+
+
+def test_prefetch_wraps_every_data_iterator_the_engine_makes(monkeypatch):
+    """prefetch=True installs the prefetcher on each iterator: first epoch, restarts and set_data."""
+    wrapped = []
+
+    class Recorder:
+        def __init__(self, it, device):
+            self.it = it
+            wrapped.append(self)
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self.it)
+
+    monkeypatch.setattr("hotloop.supervised.prefetch_enabled", lambda option, device: option)
+    monkeypatch.setattr("hotloop.step.prefetch.DevicePrefetcher", Recorder)
+    a = _train(ie, epochs=2)
+    b = _train(hotloop, epochs=2, trainer_kwargs={"prefetch": True})
+    assert a[0] == b[0]
+    assert len(wrapped) >= 2  # one per epoch for the trainer
+    assert isinstance(b[3]._dataloader_iter, Recorder) or b[3]._dataloader_iter is None
