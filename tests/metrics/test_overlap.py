@@ -7,6 +7,7 @@ the predictions, and from both.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import ignite.distributed as idist
@@ -198,13 +199,19 @@ def test_update_reads_nothing_on_the_host(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("host sync in update")
 
+    unpatched = [copy.deepcopy(m) for m in metrics]
+    for metric, batch in zip(unpatched, inputs):
+        metric.update(batch)
     with monkeypatch.context() as patch:
         for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__"):
             patch.setattr(torch.Tensor, name, forbidden)
         for metric, batch in zip(metrics, inputs):
-            metric.update(batch)
-    for metric in metrics:
-        metric.compute()  # compute may read: it runs once, at the end
+            metric.update(batch)  # raises on any host read
+    for metric, reference in zip(metrics, unpatched):
+        # compute may read: it runs once, at the end
+        torch.testing.assert_close(
+            torch.as_tensor(metric.compute()), torch.as_tensor(reference.compute()), equal_nan=True
+        )
 
 
 def test_sums_across_processes_with_ignite(monkeypatch):

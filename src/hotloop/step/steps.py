@@ -7,6 +7,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -75,8 +76,8 @@ def build_train_step(
             "No gradient accumulation if the value set to one (default)."
         )
 
-    def forward_backward(x: Any, y: Any, m: Any = model) -> tuple[Any, torch.Tensor]:
-        with _autocast(amp):
+    def forward_backward(x: Any, y: Any, m: Any = model, cache_enabled: bool = True) -> tuple[Any, torch.Tensor]:
+        with _autocast(amp, cache_enabled):
             output = model_fn(m, x)
             y_pred = model_transform(output)
             loss = loss_fn(y_pred, y)
@@ -88,14 +89,6 @@ def build_train_step(
             loss.backward()
         return y_pred, loss
 
-    def forward_backward_graphed(x: Any, y: Any) -> tuple[Any, torch.Tensor]:
-        with _autocast(amp, cache_enabled=False):
-            y_pred = model_transform(model_fn(model, x))
-            loss = loss_fn(y_pred, y)
-        loss.backward()
-        optimizer.step()
-        return y_pred, loss
-
     def optimizer_step() -> None:
         if scaler:
             scaler.step(optimizer)
@@ -103,8 +96,8 @@ def build_train_step(
         else:
             optimizer.step()
 
-    def compute_and_step(x: Any, y: Any, m: Any = model) -> tuple[Any, torch.Tensor]:
-        y_pred, loss = forward_backward(x, y, m)
+    def compute_and_step(x: Any, y: Any, m: Any = model, cache_enabled: bool = True) -> tuple[Any, torch.Tensor]:
+        y_pred, loss = forward_backward(x, y, m, cache_enabled)
         optimizer_step()
         return y_pred, loss
 
@@ -128,7 +121,7 @@ def build_train_step(
         # between replays (zero_grad(set_to_none=True) would detach .grad from that memory). Eager warm-up and
         # fallback steps zero them as Ignite's step does.
         body = _graphs_module().GraphedStep(
-            lambda x, y: forward_backward_graphed(x, y),
+            partial(compute_and_step, cache_enabled=False),
             pre_capture=lambda: optimizer.zero_grad(set_to_none=True),
             eager_step=lambda x, y: (optimizer.zero_grad(), eager_body(x, y))[1],
             optimizer=optimizer,
@@ -138,18 +131,12 @@ def build_train_step(
     else:
         compile_kwargs = resolve_compile(compile, device)
         if compile_kwargs is not None:
-            compiled_model = torch.compile(model, **compile_kwargs)
-            whole_body = body
-
-            def model_only(x: Any, y: Any) -> tuple[Any, torch.Tensor]:
-                # Used when the whole step does not compile: the same body around the compiled model.
-                return whole_body(x, y, compiled_model)
-
             body = CompiledStep(
                 body,
                 compile_kwargs,
                 fallback=eager_body,
-                fallback_fn=model_only,
+                # Used when the whole step does not compile: the same body around the compiled model.
+                fallback_fn=partial(body, m=torch.compile(model, **compile_kwargs)),
                 state=(model, optimizer),
                 max_shapes=max_compiled_shapes,
                 name="train step",
@@ -194,7 +181,7 @@ def build_eval_step(
 
     body: Callable[..., Any] = forward
     if _resolve_graphs(cuda_graphs, device):
-        body = _graphs_module().GraphedStep(
+        graphed = _graphs_module().GraphedStep(
             lambda x, y: (forward(x, cache_enabled=False), None),
             pre_capture=None,
             eager_step=lambda x, y: (forward(x), None),
@@ -202,10 +189,7 @@ def build_eval_step(
             device=device,
             name="evaluation step",
         )
-        graphed = body
-
-        def body(x: Any) -> Any:  # noqa: F811 - the graphed body takes (x, y)
-            return graphed(x, None)[0]
+        body = lambda x: graphed(x, None)[0]  # noqa: E731 - the graphed step takes (x, y)
 
     else:
         compile_kwargs = resolve_compile(compile, device)
