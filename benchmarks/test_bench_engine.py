@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from cases import device_sync
-from cases.engine_overhead import SCENARIOS
+from hotloop.bench.cases import device_sync
+from hotloop.bench.cases.engine_overhead import SCENARIOS
 
 _ROUNDS = 5
 _WARMUP_ROUNDS = 1

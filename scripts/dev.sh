@@ -38,9 +38,13 @@ cmd=${1:-help}
 shift || true
 case "$cmd" in
   setup) setup ;;
+  demo)
+    setup
+    "$VENV/bin/python" -m hotloop demo "$@"
+    ;;
   bench)
     setup
-    "$VENV/bin/python" benchmarks/compare.py "$@"
+    "$VENV/bin/python" -m hotloop.bench.compare "$@"
     ;;
   test)
     setup
@@ -53,7 +57,7 @@ case "$cmd" in
     "$VENV/bin/python" -m pytest "$@"
     ;;
   *)
-    echo "usage: ./dev {bench|test|setup} [args...]" >&2
+    echo "usage: ./dev {demo|bench|test|setup} [args...]" >&2
     exit 2
     ;;
 esac

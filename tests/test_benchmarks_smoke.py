@@ -1,4 +1,4 @@
-"""Smoke test of ``benchmarks/compare.py``: a quick run produces every scenario × provider, the JSON and the chart.
+"""Smoke test of ``hotloop.bench.compare``: a quick run produces every scenario × provider, the JSON and the chart.
 
 No timing ratio is asserted here; speed is the benchmark's business.
 """
@@ -8,22 +8,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 _STATS = ("median", "q1", "q3", "min", "max")
 
 
 @pytest.fixture(scope="module")
 def compare():
-    sys.path.insert(0, str(_BENCHMARKS))
-    try:
-        yield importlib.import_module("compare")
-    finally:
-        sys.path.remove(str(_BENCHMARKS))
+    return importlib.import_module("hotloop.bench.compare")
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ torch reference; its memory column is the CUDA allocator's peak. Not run here: n
 Target (``compare.py``): hotloop at least 5× faster than MONAI. Memory is not part of ``compare.py``'s table; run
 this module for time and peak extra memory side by side (from ``benchmarks/``)::
 
-    python -m cases.fused_dice                # both scenarios, time and memory, a Markdown table
-    python -m cases.fused_dice --json out.json --rounds 5 --threads 1
+    python -m hotloop.bench.cases.fused_dice                # both scenarios, time and memory, a Markdown table
+    python -m hotloop.bench.cases.fused_dice --json out.json --rounds 5 --threads 1
 
 Peak extra memory is measured per provider in a fresh child process: the inputs are allocated, one warm-up round
 runs (imports, caches), the kernel's peak-RSS counter is reset to the current RSS (``echo 5 > /proc/self/clear_refs``),
@@ -264,10 +264,8 @@ def _peak_extra(scenario_name: str, provider: str) -> int | None:
     if not Path("/proc/self/clear_refs").exists():
         return None
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    command = [sys.executable, "-m", "cases.fused_dice", "--child", scenario_name, provider]
-    child = subprocess.run(
-        command, cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, check=True
-    )
+    command = [sys.executable, "-m", "hotloop.bench.cases.fused_dice", "--child", scenario_name, provider]
+    child = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     return int(json.loads(child.stdout.strip().splitlines()[-1])["peak_extra_bytes"])
 
 
@@ -345,7 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         0, or 1 when a target is missed and ``--check`` is given.
     """
-    parser = argparse.ArgumentParser(prog="python -m cases.fused_dice", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m hotloop.bench.cases.fused_dice", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per provider (default 5)")
     parser.add_argument("--only", help="one scenario: dice_c3, dice_c14 (or dice_c14_cuda on a GPU)")
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON")

@@ -1,4 +1,4 @@
-"""The registry of benchmark cases run side by side by ``benchmarks/compare.py``.
+"""The registry of benchmark cases run side by side by :mod:`hotloop.bench.compare` (``hotloop bench``).
 
 A case is a module of this package that exposes ``SCENARIOS: list[Scenario]``. Each scenario names its providers —
 ``raw`` (a bare loop), the original (``ignite``, ``monai``…) and ``hotloop`` — as builders that take the number of

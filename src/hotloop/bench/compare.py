@@ -1,0 +1,420 @@
+"""Side-by-side comparison of hotloop against the bare loop and the original, in one process.
+
+Every scenario of every registered case (:mod:`hotloop.bench.cases`) runs its providers — ``raw`` (a bare loop), the
+original (``ignite``) and ``hotloop`` — interleaved round by round (raw, ignite, hotloop, raw, ignite, hotloop, …) after
+warm-up rounds, so that the machine's drift hits all of them alike. Each timed round syncs the device before it stops
+the clock. The command prints one Markdown table, writes the same numbers as JSON and draws a PNG bar chart.
+
+Usage::
+
+    hotloop bench                  # full run (about a minute on 2 cores)
+    hotloop bench --quick          # a few seconds: fewer iterations and rounds
+    hotloop bench --only handlers  # one case or scenario (``case``, ``scenario`` or ``case/scenario``)
+    hotloop bench --output out/ --json out/run.json --check
+
+``--check`` exits with 1 when a scenario misses its target; otherwise the exit code is 0 whatever the result.
+
+Overheads are per-round paired differences (``provider − reference`` within one round), summarized by their median and
+quartiles; the overhead ratio is ``median(original − baseline) / median(candidate − baseline)``. A scenario passes when
+that ratio is at least its target. The ``baseline`` is the ``reference`` (``raw``) unless the scenario says otherwise
+(``handlers`` takes the issue's bare loop without handlers, ``bare``).
+
+JSON schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "date": "2025-01-01T12:00:00+00:00",          # UTC, ISO 8601
+      "mode": "full" | "quick",
+      "warmup_rounds": int, "rounds": int,
+      "versions": {"python": str, "torch": str, "ignite": str, "hotloop": str},
+      "machine": {"platform": str, "machine": str, "processor": str, "cpu_count": int, "usable_cpus": int},
+      "scenarios": [
+        {
+          "case": str, "scenario": str, "description": str,
+          "iterations": int,                         # iterations per timed round
+          "reference": str, "baseline": str, "original": str, "candidate": str,   # provider names
+          "providers": {
+            "<provider>": {                          # in run order
+              "us_per_iter": STATS,                  # µs per iteration over the rounds
+              "overhead_vs_reference_us": STATS,     # per-round (provider − reference), µs per iteration
+              "overhead_vs_baseline_us": STATS,      # per-round (provider − baseline), µs per iteration
+              "samples_us_per_iter": [float, ...]    # one per timed round, in round order
+            }
+          },
+          "overhead_ratio": {                        # median(original − x) / median(candidate − x)
+            "vs_baseline": float | null,             # null when the candidate's overhead is ≤ 0 (within noise)
+            "vs_reference": float | null
+          },
+          "target_ratio": float | null,              # least vs_baseline ratio that passes
+          "result": "PASS" | "FAIL" | null           # null when the scenario has no target
+        }
+      ]
+    }
+
+    STATS = {"median": float, "q1": float, "q3": float, "min": float, "max": float}
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ignite
+import torch
+
+import hotloop
+from hotloop.bench.cases import Scenario, device_sync, load_cases
+
+__all__ = ["main"]
+
+_FULL = {"warmup_rounds": 2, "rounds": 10}
+_QUICK = {"warmup_rounds": 1, "rounds": 3}
+_CHART_NAME = "us_per_iter.png"
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="hotloop bench", description="Side-by-side benchmark of raw loop, original and hotloop providers."
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and rounds: runs in a few seconds")
+    parser.add_argument("--only", metavar="NAME", help="run one case or scenario: CASE, SCENARIO or CASE/SCENARIO")
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        type=Path,
+        default=Path("results"),
+        help="folder for the chart and the default JSON (default: results)",
+    )
+    parser.add_argument("--json", metavar="PATH", type=Path, help="JSON results file (default: DIR/results.json)")
+    parser.add_argument(
+        "--rounds", metavar="N", type=_int_at_least(1, "positive"), help="timed rounds (overrides the mode's)"
+    )
+    parser.add_argument(
+        "--warmup", metavar="N", type=_int_at_least(0, "non-negative"), help="warm-up rounds (overrides the mode's)"
+    )
+    parser.add_argument("--check", action="store_true", help="exit with 1 if a scenario misses its target")
+    return parser.parse_args(argv)
+
+
+def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        return value
+
+    return parse
+
+
+def _select(cases: dict[str, list[Scenario]], only: str | None) -> list[tuple[str, Scenario]]:
+    selected = [
+        (case, scenario)
+        for case, scenarios in cases.items()
+        for scenario in scenarios
+        if only is None or only in (case, scenario.name, f"{case}/{scenario.name}")
+    ]
+    if not selected:
+        names = [f"{case}/{scenario.name}" for case, scenarios in cases.items() for scenario in scenarios]
+        raise ValueError(f"--only {only!r} matches no case or scenario; expected one of {list(cases)} or {names}")
+    return selected
+
+
+def _time_round(run: Callable[[], object]) -> float:
+    """Seconds for one call of ``run``, the device synced on both sides of the timed region."""
+    gc.collect()
+    device_sync()
+    start = time.perf_counter()
+    run()
+    device_sync()
+    return time.perf_counter() - start
+
+
+def _measure(scenario: Scenario, iterations: int, warmup_rounds: int, rounds: int) -> dict[str, list[float]]:
+    """Runs the providers interleaved, round after round; returns µs per iteration of each timed round."""
+    runs = {name: build(iterations) for name, build in scenario.providers.items()}
+    for _ in range(warmup_rounds):
+        for run in runs.values():
+            _time_round(run)
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            samples[name].append(_time_round(run) / iterations * 1e6)
+    return samples
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    if len(values) == 1:
+        q1 = q3 = values[0]
+    else:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return {"median": statistics.median(values), "q1": q1, "q3": q3, "min": min(values), "max": max(values)}
+
+
+def _paired_overhead(samples: dict[str, list[float]], name: str, against: str) -> dict[str, float]:
+    return _stats([value - ref for value, ref in zip(samples[name], samples[against])])
+
+
+def _ratio(original_overhead: float, candidate_overhead: float) -> float:
+    """``original / candidate``; ``inf`` when the candidate's overhead is not above zero but the original's is."""
+    if candidate_overhead > 0:
+        return original_overhead / candidate_overhead
+    return math.inf if original_overhead > 0 else math.nan
+
+
+def _summarize(case: str, scenario: Scenario, iterations: int, samples: dict[str, list[float]]) -> dict[str, Any]:
+    providers = {
+        name: {
+            "us_per_iter": _stats(values),
+            "overhead_vs_reference_us": _paired_overhead(samples, name, scenario.reference),
+            "overhead_vs_baseline_us": _paired_overhead(samples, name, scenario.baseline),
+            "samples_us_per_iter": values,
+        }
+        for name, values in samples.items()
+    }
+    ratios = {
+        key: _ratio(
+            providers[scenario.original][f"overhead_{key}_us"]["median"],
+            providers[scenario.candidate][f"overhead_{key}_us"]["median"],
+        )
+        for key in ("vs_baseline", "vs_reference")
+    }
+    result = None
+    if scenario.target is not None:
+        result = "PASS" if ratios["vs_baseline"] >= scenario.target else "FAIL"  # nan compares False: FAIL
+    return {
+        "case": case,
+        "scenario": scenario.name,
+        "description": scenario.description,
+        "iterations": iterations,
+        "reference": scenario.reference,
+        "baseline": scenario.baseline,
+        "original": scenario.original,
+        "candidate": scenario.candidate,
+        "providers": providers,
+        "overhead_ratio": ratios,
+        "target_ratio": scenario.target,
+        "result": result,
+    }
+
+
+def _environment() -> dict[str, Any]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "ignite": ignite.__version__,
+            "hotloop": hotloop.__version__,
+        },
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "usable_cpus": usable,
+        },
+    }
+
+
+def _format_ratio(ratio: float) -> str:
+    if math.isnan(ratio):
+        return "n/a"
+    return "∞" if math.isinf(ratio) else f"{ratio:.1f}×"
+
+
+def _table_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, provider in result["providers"].items():
+        per_iter = provider["us_per_iter"]
+        row = [
+            result["scenario"],
+            name,
+            f"{per_iter['median']:.3f}",
+            f"{per_iter['q1']:.3f}–{per_iter['q3']:.3f}",
+            f"{provider['overhead_vs_reference_us']['median']:+.3f}",
+            f"{provider['overhead_vs_baseline_us']['median']:+.3f}",
+            "",
+            "",
+            "",
+        ]
+        if name == result["candidate"]:
+            row[6] = _format_ratio(result["overhead_ratio"]["vs_baseline"])
+            row[7] = "" if result["target_ratio"] is None else f"≥ {result['target_ratio']:g}×"
+            row[8] = result["result"] or ""
+        rows.append(row)
+    return rows
+
+
+def _markdown_table(results: list[dict[str, Any]]) -> str:
+    header = [
+        "scenario",
+        "provider",
+        "µs/iter (median)",
+        "µs/iter (IQR)",
+        "overhead vs raw (µs/iter)",
+        "overhead vs baseline (µs/iter)",
+        "overhead ratio (original÷hotloop)",
+        "target",
+        "result",
+    ]
+    rows = [header] + [row for result in results for row in _table_rows(result)]
+    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
+    lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def _legend(results: list[dict[str, Any]]) -> str:
+    baselines = ", ".join(f"{result['scenario']} → {result['baseline']}" for result in results)
+    return (
+        f"baseline (the loop the target ratio is taken over): {baselines}. "
+        "Overheads are medians of per-round paired differences."
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Replaces non-finite floats by ``None``: JSON has no ``Infinity`` or ``NaN``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+def _write_json(report: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _provider_order(results: list[dict[str, Any]]) -> list[str]:
+    """All providers, each scenario's run order kept: a new name goes before the next one already placed."""
+    order: list[str] = []
+    for result in results:
+        names = list(result["providers"])
+        for index, name in enumerate(names):
+            if name not in order:
+                later = [order.index(other) for other in names[index + 1 :] if other in order]
+                order.insert(min(later, default=len(order)), name)
+    return order
+
+
+def _bar_positions(results: list[dict[str, Any]], providers: list[str], width: float) -> dict[tuple[int, str], float]:
+    """x of each (scenario index, provider) bar that exists, each scenario's bars centred on its tick."""
+    positions: dict[tuple[int, str], float] = {}
+    for index, result in enumerate(results):
+        present = [name for name in providers if name in result["providers"]]
+        for slot, name in enumerate(present):
+            positions[index, name] = index + (slot - (len(present) - 1) / 2) * width
+    return positions
+
+
+def _plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Grouped bars of µs/iteration (median, IQR whiskers) per scenario and provider, on a log scale."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError("compare.py draws its chart with matplotlib: pip install 'hotloop[bench]'") from error
+    providers = _provider_order(results)
+    width = 0.8 / max(len(result["providers"]) for result in results)
+    slots = _bar_positions(results, providers, width)
+    figure = Figure(figsize=(max(6.0, 2.5 * len(results)), 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for name in providers:
+        drawn = [
+            (slots[index, name], result["providers"][name]["us_per_iter"])
+            for index, result in enumerate(results)
+            if name in result["providers"]
+        ]
+        medians = [stats["median"] for _, stats in drawn]
+        errors = (
+            [stats["median"] - stats["q1"] for _, stats in drawn],
+            [stats["q3"] - stats["median"] for _, stats in drawn],
+        )
+        bars = axes.bar([position for position, _ in drawn], medians, width, yerr=errors, capsize=2, label=name)
+        axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+    axes.set_xticks(range(len(results)), [f"{result['case']}/{result['scenario']}" for result in results])
+    axes.set_yscale("log")
+    axes.set_ylabel("µs per iteration (median, IQR)")
+    axes.set_title("Loop cost per iteration, providers interleaved in one run")
+    figure.legend(loc="outside lower center", ncols=len(providers))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def _run(selected: list[tuple[str, Scenario]], quick: bool, warmup_rounds: int, rounds: int) -> list[dict[str, Any]]:
+    results = []
+    # Freezing what exists now keeps a full collection that falls inside a timed round from walking torch's heap
+    # (a full gc.collect() right after importing torch and ignite takes ~0.1 s on the 2-core machine).
+    gc.collect()
+    gc.freeze()
+    try:
+        for case, scenario in selected:
+            iterations = scenario.quick_iterations if quick else scenario.iterations
+            samples = _measure(scenario, iterations, warmup_rounds, rounds)
+            results.append(_summarize(case, scenario, iterations, samples))
+    finally:
+        gc.unfreeze()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the comparison, prints the table, writes the JSON and the chart.
+
+    Args:
+        argv: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The exit code: 0, or 1 when ``--check`` is given and a scenario misses its target.
+    """
+    args = _parse_args(argv)
+    mode = _QUICK if args.quick else _FULL
+    warmup_rounds = mode["warmup_rounds"] if args.warmup is None else args.warmup
+    rounds = mode["rounds"] if args.rounds is None else args.rounds
+    try:
+        selected = _select(load_cases(), args.only)
+    except ValueError as error:
+        print(f"hotloop bench: error: {error}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    results = _run(selected, args.quick, warmup_rounds, rounds)
+    report = {
+        "schema_version": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "warmup_rounds": warmup_rounds,
+        "rounds": rounds,
+        **_environment(),
+        "scenarios": results,
+    }
+    json_path = args.json if args.json is not None else args.output / "results.json"
+    _write_json(report, json_path)
+    _plot(results, args.output / _CHART_NAME)
+    print(_markdown_table(results))
+    print()
+    print(_legend(results))
+    print(f"{report['mode']} run, {rounds} rounds after {warmup_rounds} warm-up, {time.perf_counter() - started:.1f} s")
+    print(f"wrote {json_path} and {args.output / _CHART_NAME}")
+    failed = [result["scenario"] for result in results if result["result"] == "FAIL"]
+    return 1 if args.check and failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
