@@ -1,0 +1,1340 @@
+"""delira parity: ``AbstractNetworkTrainer`` and ``PyTorchNetworkTrainer`` on hotloop's :class:`~hotloop.Engine`.
+
+Change the import::
+
+    from delira.training import PyTorchNetworkTrainer             # before
+    from hotloop.compat.delira import PyTorchNetworkTrainer       # after
+
+The constructor, ``train``, ``predict``, the checkpoint files and the callback protocol are delira's (0.3, the
+PyTorch backend). Inside, the epochs and iterations are run by a :class:`hotloop.Engine` (``trainer.engine``; the
+validation pass by ``trainer.eval_engine``), the trainer's hooks are handlers of its events, and the training step is
+hotloop's (:func:`hotloop.step.build_train_step`), so the keyword-only options ``compile``, ``cuda_graphs``,
+``no_sync``, ``prefetch`` and ``max_compiled_shapes`` of :func:`hotloop.create_supervised_trainer` work here too.
+
+Batch convention (delira's ``AbstractPyTorchNetwork.prepare_batch`` and default ``closure``): a batch is a mapping.
+``batch["data"]`` goes to the input device and the network is called with it as its one positional argument,
+``preds = network(batch["data"])``. Every other value that is a tensor or a NumPy array is a label: labels go to the
+output device, in the batch's key order, and each criterion and metric is called as ``fn(preds, *labels)``. Other
+values (file names, meta data) are left out of the step. The loss that is back-propagated is the sum of all
+criterions; ``optimizers["default"]`` takes the step, as in delira's default closure. During validation, losses and
+metrics are reported with delira's ``"val_"`` prefix (``criterions={"CE": ...}`` gives ``"val_CE"``).
+
+Data: ``train`` and ``predict`` accept a :class:`torch.utils.data.DataLoader`, any re-iterable of batches, or an
+object with delira's ``get_batchgen()`` (a data manager; ``train`` calls ``get_batchgen(seed=epoch)`` each epoch).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import operator
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from hotloop.engine import Engine, Events
+from hotloop.step import build_eval_step, build_train_step
+from hotloop.step._tree import _tree_map
+from hotloop.supervised import _attach_prefetch, _call_model, _check_options, _identity, _loss_detached, _loss_item
+
+try:
+    import numpy as np
+
+    HAS_NUMPY = True
+except ImportError:  # pragma: no cover - numpy comes with every supported torch install we test
+    HAS_NUMPY = False
+
+__all__ = [
+    "AbstractCallback",
+    "AbstractNetworkTrainer",
+    "InvalidCallbackError",
+    "PyTorchNetworkTrainer",
+    "PyTorchSchedulerCallback",
+    "create_optims_default_pytorch",
+]
+
+_logger = logging.getLogger(__name__)
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+#: delira's default ``mixed_precision_kwargs`` (the keyword arguments of apex's legacy ``amp.init``).
+_APEX_DEFAULTS: Mapping[str, Any] = MappingProxyType({"allow_banned": False, "enable_caching": True, "verbose": False})
+_SCALER_KEYS = frozenset({"init_scale", "growth_factor", "backoff_factor", "growth_interval"})
+_MODES = ("highest", "lowest")
+_BEST_NAME = "checkpoint_best.pth"
+
+
+def _require_numpy() -> None:
+    if not HAS_NUMPY:
+        raise ModuleNotFoundError(
+            "hotloop.compat.delira returns predictions as NumPy arrays, as delira does; install numpy "
+            "(pip install numpy)"
+        )
+
+
+# -- callbacks --------------------------------------------------------------------------------------------------------
+
+
+class AbstractCallback:
+    """delira's callback base: two hooks whose returned dicts update the trainer's attributes.
+
+    The trainer calls ``at_epoch_begin(trainer, val_metrics=..., val_score_key=..., curr_epoch=...)`` before each
+    epoch and ``at_epoch_end`` with the same keywords after it (``val_metrics`` are the latest validation metrics;
+    ``{}`` before the first validation). Each returned dict goes to ``trainer._update_state``: e.g. returning
+    ``{"stop_training": True}`` ends training after the current epoch (delira's early stopping).
+
+    Examples:
+        .. code-block:: python
+
+            class StopAfter(AbstractCallback):
+                def __init__(self, epochs):
+                    super().__init__()
+                    self.epochs = epochs
+
+                def at_epoch_end(self, trainer, **kwargs):
+                    return {"stop_training": kwargs["curr_epoch"] >= self.epochs}
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def at_epoch_begin(self, trainer: Any, **kwargs: Any) -> dict:
+        """Called before each epoch.
+
+        Args:
+            trainer: the trainer.
+            **kwargs: ``val_metrics``, ``val_score_key`` and ``curr_epoch``.
+
+        Returns:
+            attributes to set on the trainer (empty here).
+        """
+        return {}
+
+    def at_epoch_end(self, trainer: Any, **kwargs: Any) -> dict:
+        """Called after each epoch and its validation.
+
+        Args:
+            trainer: the trainer.
+            **kwargs: ``val_metrics``, ``val_score_key`` and ``curr_epoch``.
+
+        Returns:
+            attributes to set on the trainer (empty here).
+        """
+        return {}
+
+
+class InvalidCallbackError(TypeError, AssertionError):
+    """Raised by ``register_callback`` for an object that is not a callback.
+
+    It is a ``TypeError`` (hotloop's convention) and an ``AssertionError`` (what delira's ``assert`` raised), so
+    code that catches either keeps working.
+    """
+
+
+class PyTorchSchedulerCallback(AbstractCallback):
+    """Steps a ``torch.optim.lr_scheduler`` scheduler at the end of every epoch, as delira's scheduler callbacks do.
+
+    ``ReduceLROnPlateau`` is stepped with the epoch's validation score, ``val_metrics[val_score_key]`` (delira's
+    ``ReduceLROnPlateauCallbackPyTorch``); if there is none (no validation data, or the key is not a metric) the step
+    is skipped with one warning. Other schedulers are stepped so that after epoch ``e`` their ``last_epoch`` is ``e``
+    (delira called ``scheduler.step(epoch=curr_epoch)``), which keeps a resumed trainer's schedule in place.
+
+    ``PyTorchNetworkTrainer`` wraps a scheduler class given as ``lr_scheduler_cls`` in this callback itself.
+
+    Args:
+        scheduler: a scheduler instance (anything with ``step()``).
+
+    Raises:
+        TypeError: ``scheduler`` has no ``step`` method.
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        super().__init__()
+        if not callable(getattr(scheduler, "step", None)):
+            raise TypeError(f"scheduler should be a learning-rate scheduler with a step() method, got {scheduler!r}")
+        self.scheduler = scheduler
+        self._plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        self._warned = False
+
+    def at_epoch_end(self, trainer: Any, **kwargs: Any) -> dict:
+        """Step the scheduler (see the class docstring).
+
+        Args:
+            trainer: the trainer.
+            **kwargs: ``val_metrics``, ``val_score_key`` and ``curr_epoch``.
+
+        Returns:
+            an empty dict.
+        """
+        if self._plateau:
+            self._step_plateau(kwargs.get("val_metrics") or {}, kwargs.get("val_score_key"))
+            return {}
+        epoch = kwargs.get("curr_epoch")
+        if epoch is not None and isinstance(getattr(self.scheduler, "last_epoch", None), int):
+            self.scheduler.last_epoch = epoch - 1  # the chainable form of step(epoch=...), without its deprecation
+        self.scheduler.step()
+        return {}
+
+    def _step_plateau(self, val_metrics: Mapping[str, Any], val_score_key: Any) -> None:
+        score = val_metrics.get(val_score_key)
+        if score is None:
+            if not self._warned:
+                warnings.warn(
+                    f"hotloop: ReduceLROnPlateau is not stepped: no validation score {val_score_key!r} "
+                    f"(validation metrics: {sorted(val_metrics)}); pass datamgr_valid and a val_score_key that is "
+                    "one of them",
+                    stacklevel=2,
+                )
+                self._warned = True
+            return
+        self.scheduler.step(score)
+
+
+def create_optims_default_pytorch(model: torch.nn.Module, optim_cls: type, **optim_params: Any) -> dict[str, Any]:
+    """delira's default ``optim_fn``: one optimizer over all parameters, under the key ``"default"``.
+
+    Args:
+        model: the network.
+        optim_cls: the optimizer class.
+        **optim_params: its keyword arguments.
+
+    Returns:
+        ``{"default": optim_cls(model.parameters(), **optim_params)}``
+    """
+    return {"default": optim_cls(model.parameters(), **optim_params)}
+
+
+# -- batches ----------------------------------------------------------------------------------------------------------
+
+
+def _as_tensor(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if HAS_NUMPY and isinstance(value, np.ndarray):
+        return torch.as_tensor(value)
+    return None
+
+
+def _label_keys(batch: Mapping[str, Any]) -> list[str]:
+    return [k for k, v in batch.items() if k != "data" and _as_tensor(v) is not None]
+
+
+def _check_batch(batch: Any) -> None:
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"a batch should be a dict with a 'data' entry and label entries (delira's convention), "
+            f"got {type(batch).__name__}; return dicts from your dataset, e.g. {{'data': x, 'label': y}}"
+        )
+    if "data" not in batch:
+        raise KeyError(f"a batch should have a 'data' entry (delira's convention), got keys {list(batch)}")
+
+
+class _DictBatch:
+    """``prepare_batch`` for delira's dict batches: ``(data on the input device, labels on the output device)``."""
+
+    def __init__(self, input_device: torch.device, output_device: torch.device) -> None:
+        self.input_device = input_device
+        self.output_device = output_device
+
+    def __call__(self, batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, tuple]:
+        _check_batch(batch)
+        x = _as_tensor(batch["data"])
+        if x is None:
+            raise TypeError(f"batch['data'] should be a tensor or a NumPy array, got {type(batch['data']).__name__}")
+        x = x.to(self.input_device, non_blocking=non_blocking)
+        labels = (_as_tensor(v) for k, v in batch.items() if k != "data")
+        y = tuple(t.to(self.output_device, non_blocking=non_blocking) for t in labels if t is not None)
+        return x, y
+
+
+class _SummedCriterions:
+    """The training loss: the sum of ``criterion(preds, *labels)`` over all criterions (delira's default closure)."""
+
+    def __init__(self, criterions: Mapping[str, Callable]) -> None:
+        self.criterions = criterions
+
+    def __call__(self, y_pred: Any, y: tuple) -> torch.Tensor:
+        total: Any = 0
+        for fn in self.criterions.values():
+            total = total + fn(y_pred, *y)
+        return total
+
+
+class _EvalValues:
+    """Output of the evaluation step: ``(preds, labels, {"val_<name>": value})``, metrics first, then losses."""
+
+    def __init__(self, criterions: Mapping[str, Callable], metrics: Mapping[str, Callable]) -> None:
+        self.criterions = criterions
+        self.metrics = metrics
+
+    def __call__(self, x: Any, y: tuple, y_pred: Any) -> tuple[Any, tuple, dict[str, Any]]:
+        if not y:  # no labels: predictions only, as delira's closure skips losses and metrics
+            return y_pred, y, {}
+        values = {f"val_{k}": fn(y_pred, *y) for k, fn in self.metrics.items()}
+        values.update({f"val_{k}": fn(y_pred, *y) for k, fn in self.criterions.items()})
+        return y_pred, y, values
+
+
+def _cat_values(values: list[Any]) -> Any:
+    first = values[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([v.reshape(1) if v.dim() == 0 else v for v in values])
+    if HAS_NUMPY and isinstance(first, np.ndarray):
+        return np.concatenate([np.atleast_1d(v) for v in values])
+    if isinstance(first, (list, tuple)):
+        return [e for v in values for e in v]
+    return values
+
+
+def _stack(group: list[Any]) -> dict[str, Any]:
+    for batch in group:
+        _check_batch(batch)
+    keys = list(group[0])
+    if any(list(b) != keys for b in group[1:]):
+        raise ValueError(f"batches stacked by predict(batch_size=...) should have the same keys, got {keys} and others")
+    return {k: _cat_values([b[k] for b in group]) for k in keys}
+
+
+class _Stacked:
+    """delira's artificial batch size: ``batch_size`` consecutive batches concatenated along dim 0 (the last group
+    may be smaller, so no sample is dropped)."""
+
+    def __init__(self, data: Iterable, batch_size: int) -> None:
+        self.data = data
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        group: list[Any] = []
+        for batch in self.data:
+            group.append(batch)
+            if len(group) == self.batch_size:
+                yield _stack(group)
+                group = []
+        if group:
+            yield _stack(group)
+
+
+def _accepts_seed(get_batchgen: Callable) -> bool:
+    try:
+        params = inspect.signature(get_batchgen).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return any(p.name == "seed" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _finishing(batchgen: Any) -> Iterator[Any]:
+    try:
+        yield from batchgen
+    finally:
+        finish = getattr(batchgen, "_finish", None)  # batchgenerators' MultiThreadedAugmenter stops its workers
+        if callable(finish):
+            finish()
+
+
+class _DataManagerBatches:
+    """A delira data manager as a re-iterable: each ``iter()`` asks for a new batch generator, seeded with the epoch
+    when ``seed_fn`` is given and ``get_batchgen`` takes a seed."""
+
+    def __init__(self, datamgr: Any, seed_fn: Callable[[], int] | None) -> None:
+        self.datamgr = datamgr
+        self.seed_fn = seed_fn if _accepts_seed(datamgr.get_batchgen) else None
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.seed_fn is None:
+            return _finishing(self.datamgr.get_batchgen())
+        return _finishing(self.datamgr.get_batchgen(seed=self.seed_fn()))
+
+
+def _as_batches(data: Any, name: str, seed_fn: Callable[[], int] | None = None) -> Iterable:
+    if callable(getattr(data, "get_batchgen", None)):
+        return _DataManagerBatches(data, seed_fn)
+    if isinstance(data, Iterable) and not isinstance(data, (str, bytes, Mapping)):
+        return data
+    raise TypeError(
+        f"{name} should be a DataLoader, an iterable of dict batches or an object with get_batchgen() "
+        f"(a delira data manager), got {type(data).__name__}"
+    )
+
+
+def _to_host_async(t: torch.Tensor) -> torch.Tensor:
+    # Sync-free: a device tensor is copied into pinned host memory without waiting; predict synchronises once at
+    # the end, before the arrays are read.
+    t = t.detach()
+    if t.device.type != "cuda":
+        return t
+    out = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    return out.copy_(t, non_blocking=True)
+
+
+def _concat(chunks: list[Any]) -> Any:
+    first = chunks[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat([c.reshape(1) if c.dim() == 0 else c for c in chunks]).numpy()
+    if isinstance(first, Mapping):
+        return {k: _concat([c[k] for c in chunks]) for k in first}
+    if isinstance(first, (list, tuple)):
+        return [_concat([c[i] for c in chunks]) for i in range(len(first))]
+    return chunks
+
+
+def _accumulator_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
+
+
+class _PredictionCollector:
+    """Collects predictions, labels and sample-weighted metric sums of one ``predict`` run, without host syncs."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.preds: list[Any] = []
+        self.labels: list[tuple] = []
+        self.label_keys: list[str] | None = None
+        self.sums: dict[str, Any] = {}
+        self.count = 0
+
+    def __call__(self, engine: Engine) -> None:
+        state: Any = engine.state  # Ignite types output/batch narrowly
+        y_pred, y, values = state.output
+        batch = state.batch
+        n = len(batch["data"])  # host metadata only
+        if self.label_keys is None:
+            self.label_keys = _label_keys(batch)
+        self.preds.append(_tree_map(_to_host_async, y_pred))
+        self.labels.append(tuple(_to_host_async(t) for t in y))
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().to(_accumulator_dtype(value))
+            weighted = value * n
+            self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
+        self.count += n
+
+    def result(self) -> tuple[Any, list[Any], dict[str, float]]:
+        _require_numpy()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the one sync of a predict run: the async host copies must have landed
+        if not self.preds:
+            return np.empty((0,)), [], {}
+        preds = _concat(self.preds)
+        order = sorted(range(len(self.label_keys or [])), key=lambda i: (self.label_keys or [])[i])
+        labels = [_concat([chunk[i] for chunk in self.labels]) for i in order]
+        means = {k: float(v) / self.count for k, v in self.sums.items()}
+        return preds, labels, means
+
+
+# -- argument checks --------------------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be an integer >= {minimum}, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} should be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _check_mapping(name: str, value: Any, of_callables: bool = False) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} should be a dict, got {type(value).__name__} ({value!r})")
+    if of_callables:
+        bad = [k for k, v in value.items() if not callable(v)]
+        if bad:
+            raise TypeError(f"{name} should map names to callables fn(preds, *labels); not callable: {bad}")
+    return value
+
+
+def _check_mode(val_score_mode: Any) -> None:
+    if val_score_mode not in _MODES:
+        raise ValueError(f"Invalid Mode: {val_score_mode!r}. Mode must be in {list(_MODES)}")
+
+
+def _check_gpu_ids(gpu_ids: Any) -> list[int]:
+    if isinstance(gpu_ids, (str, bytes)) or not isinstance(gpu_ids, Iterable):
+        raise TypeError(f"gpu_ids should be a list of GPU indices (empty: CPU), got {gpu_ids!r}")
+    ids = list(gpu_ids)
+    for i in ids:
+        _check_int("every entry of gpu_ids", i, 0)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"gpu_ids should not repeat a GPU, got {ids}")
+    return ids
+
+
+def _check_mixed_precision(mixed_precision: Any, kwargs: Any) -> None:
+    if not isinstance(mixed_precision, bool):
+        raise TypeError(f"mixed_precision should be True or False, got {mixed_precision!r}")
+    _check_mapping("mixed_precision_kwargs", kwargs)
+    unknown = sorted(set(kwargs) - set(_APEX_DEFAULTS) - _SCALER_KEYS)
+    if unknown:
+        raise ValueError(
+            f"mixed_precision_kwargs has unknown keys {unknown}; accepted: apex's {sorted(_APEX_DEFAULTS)} (ignored) "
+            f"and torch.amp.GradScaler's {sorted(_SCALER_KEYS)}"
+        )
+
+
+def _check_save_path(save_path: Any) -> str:
+    if not isinstance(save_path, (str, os.PathLike)):
+        raise TypeError(f"save_path should be a directory path (str or os.PathLike), got {save_path!r}")
+    path = os.fspath(save_path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"save_path should be a directory, but {path!r} is a file")
+    return path
+
+
+def _warn_if_delira_network(network: torch.nn.Module) -> None:
+    unused = [name for name in ("closure", "prepare_batch") if callable(getattr(network, name, None))]
+    if unused:
+        verb = "is" if len(unused) == 1 else "are"
+        warnings.warn(
+            f"hotloop: the network's {' and '.join(unused)} {verb} not used: the training step calls "
+            "network(batch['data']) and sums criterion(preds, *labels) over the criterions "
+            "(see docs/migration-delira.md)",
+            stacklevel=5,
+        )
+
+
+def _with_suffix(file_name: Any) -> str:
+    name = os.fspath(file_name)
+    return name if name.endswith((".pth", ".pt")) else name + ".pth"
+
+
+def _weak_handler(trainer: Any, method: str) -> Callable[[Engine], None]:
+    # The engine is the trainer's attribute: a handler holding the trainer strongly would make a reference cycle.
+    ref = weakref.ref(trainer)
+
+    def handler(engine: Engine) -> None:
+        getattr(ref(), method)(engine)
+
+    handler.__name__ = handler.__qualname__ = method
+    return handler
+
+
+# -- trainers ---------------------------------------------------------------------------------------------------------
+
+
+class AbstractNetworkTrainer:
+    """delira's abstract API for network trainers: callbacks, fold, state updates and validation-score comparison.
+
+    Subclasses implement ``_setup``, ``train``, ``predict``, ``save_state``, ``load_state``,
+    ``_train_single_epoch`` and the ``_at_*`` hooks; here they raise ``NotImplementedError``.
+
+    Args:
+        fold: the current fold (an integer).
+        callbacks: callbacks to register (see :meth:`register_callback`).
+
+    Raises:
+        TypeError: ``fold`` is not an integer, or ``callbacks`` is not an iterable.
+        InvalidCallbackError: a callback is not one (a ``TypeError`` and an ``AssertionError``).
+    """
+
+    def __init__(self, fold: int = 0, callbacks: Iterable = ()) -> None:
+        self._callbacks: list[Any] = []
+        self.fold = fold
+        self.start_epoch = 1
+        self.stop_training = False
+        if not isinstance(callbacks, Iterable):
+            raise TypeError(f"callbacks should be a list of callbacks, got {callbacks!r}")
+        for callback in callbacks:
+            self.register_callback(callback)
+
+    # -- abstract ----------------------------------------------------------------------------------------------------
+
+    def _setup(self, *args: Any, **kwargs: Any) -> None:
+        """Defines the actual trainer setup.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def _at_training_begin(self, *args: Any, **kwargs: Any) -> None:
+        """Defines the behaviour at the beginning of the training.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def _at_training_end(self, *args: Any, **kwargs: Any) -> Any:
+        """Defines the behaviour at the end of the training.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def _at_epoch_begin(self, *args: Any, **kwargs: Any) -> None:
+        """Defines the behaviour at the beginning of each epoch.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def _at_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+        """Defines the behaviour at the end of each epoch.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def _train_single_epoch(self, batchgen: Any, epoch: int) -> None:
+        """Defines a routine to train a single epoch.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def train(
+        self,
+        num_epochs: int,
+        datamgr_train: Any,
+        datamgr_valid: Any = None,
+        val_score_key: str | None = None,
+        val_score_mode: str = "highest",
+    ) -> Any:
+        """Defines a routine to train a specified number of epochs.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def predict(self, batchgen: Any, batchsize: int | None = None) -> Any:
+        """Defines a routine to predict data obtained from a batch generator (``batchsize``: delira's spelling here).
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    def save_state(self, file_name: str, *args: Any, **kwargs: Any) -> None:
+        """Saves the current state.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    @staticmethod
+    def load_state(file_name: str, *args: Any, **kwargs: Any) -> dict:
+        """Loads a state from file.
+
+        Raises:
+            NotImplementedError: if not overwritten by a subclass.
+        """
+        raise NotImplementedError()
+
+    # -- implemented -------------------------------------------------------------------------------------------------
+
+    def update_state(self, file_name: str, *args: Any, **kwargs: Any) -> AbstractNetworkTrainer:
+        """Update the internal state from a state loaded from ``file_name``.
+
+        Args:
+            file_name: the file containing the state.
+            *args: passed to :meth:`load_state`.
+            **kwargs: passed to :meth:`load_state`.
+
+        Returns:
+            the trainer, with its state modified.
+        """
+        return self._update_state(self.load_state(file_name, *args, **kwargs))
+
+    def _update_state(self, new_state: Mapping[str, Any] | None) -> AbstractNetworkTrainer:
+        """Set the trainer's attributes from ``new_state`` (keys of the form ``__name__`` are skipped).
+
+        Args:
+            new_state: attribute names and values; ``None`` (a callback that returned nothing) changes nothing.
+
+        Returns:
+            the trainer, with its state modified.
+
+        Raises:
+            TypeError: ``new_state`` is not a dict.
+        """
+        if new_state is None:
+            return self
+        if not isinstance(new_state, Mapping):
+            raise TypeError(f"a new state should be a dict of attribute names and values, got {new_state!r}")
+        for key, value in new_state.items():
+            if not (key.startswith("__") and key.endswith("__")):
+                setattr(self, key, value)
+        return self
+
+    @staticmethod
+    def _is_better_val_scores(old_val_score: Any, new_val_score: Any, mode: str = "highest") -> bool:
+        """Check whether the new validation score is better than the old one with respect to ``mode``.
+
+        Args:
+            old_val_score: old validation score.
+            new_val_score: new validation score.
+            mode: ``"highest"`` or ``"lowest"``: which score is optimal.
+
+        Returns:
+            True if the new score is better, False otherwise.
+
+        Raises:
+            ValueError: ``mode`` is not ``"highest"`` or ``"lowest"``.
+        """
+        if mode == "highest":
+            return bool(new_val_score > old_val_score)
+        if mode == "lowest":
+            return bool(new_val_score < old_val_score)
+        raise ValueError(f"Invalid Mode: {mode!r}. Mode must be in {list(_MODES)}")
+
+    @property
+    def fold(self) -> int:
+        """The current fold.
+
+        Raises:
+            TypeError: on setting a value that is not an integer (or a string of one).
+        """
+        return self._fold
+
+    @fold.setter
+    def fold(self, fold: Any) -> None:
+        if isinstance(fold, bool):
+            raise TypeError(f"fold should be an integer, got {fold!r}")
+        try:
+            self._fold = operator.index(fold) if not isinstance(fold, str) else int(fold)
+        except (TypeError, ValueError):
+            raise TypeError(f"fold should be an integer, got {fold!r} ({type(fold).__name__})") from None
+
+    def register_callback(self, callback: Any) -> None:
+        """Register a callback.
+
+        Args:
+            callback: an :class:`AbstractCallback`, or any object with both ``at_epoch_begin`` and ``at_epoch_end``.
+
+        Raises:
+            InvalidCallbackError: ``callback`` is neither (a ``TypeError`` and an ``AssertionError``, which is what
+                delira raised).
+        """
+        valid = isinstance(callback, AbstractCallback) or (
+            callable(getattr(callback, "at_epoch_begin", None)) and callable(getattr(callback, "at_epoch_end", None))
+        )
+        if not valid:
+            raise InvalidCallbackError(
+                "Given callback is not valid; Must be instance of AbstractCallback or provide functions "
+                f"'at_epoch_begin' and 'at_epoch_end', got {callback!r}"
+            )
+        self._callbacks.append(callback)
+
+
+@dataclass
+class _TrainRun:
+    """What one ``train()`` call knows: its arguments and what the epochs have found so far."""
+
+    num_epochs: int | None
+    valid: Any = None
+    val_score_key: str | None = None
+    mode: str = "highest"
+    best_score: Any = field(init=False)
+    best_epoch: int | None = None
+    metrics_val: dict[str, Any] = field(default_factory=dict)
+    warned_key: bool = False
+    result: Any = None
+
+    def __post_init__(self) -> None:
+        # delira starts "highest" at 0, so a score that is never positive is never best; -inf has no such blind spot.
+        self.best_score = -math.inf if self.mode == "highest" else math.inf
+
+
+class PyTorchNetworkTrainer(AbstractNetworkTrainer):
+    """Train and validate a PyTorch network: delira's ``PyTorchNetworkTrainer`` on hotloop's :class:`~hotloop.Engine`.
+
+    Batches are dicts: the network is called as ``network(batch["data"])`` and every criterion and metric as
+    ``fn(preds, *labels)``, where the labels are the batch's other tensor/NumPy entries in key order (see the module
+    docstring). The training loss is the sum of the criterions; ``optimizers["default"]`` steps.
+
+    ``trainer.engine`` runs the training epochs: its ``STARTED`` event calls :meth:`_at_training_begin`,
+    ``EPOCH_STARTED`` :meth:`_at_epoch_begin`, ``EPOCH_COMPLETED`` the validation and :meth:`_at_epoch_end`, and
+    ``COMPLETED`` :meth:`_at_training_end`. Ignite handlers attached to it run after these. ``trainer.eval_engine``
+    runs :meth:`predict`.
+
+    Checkpoints go to ``save_path``: ``checkpoint_epoch_{start_epoch - 1}.pth`` when training begins,
+    ``checkpoint_epoch_{epoch}.pth`` after every epoch divisible by ``save_freq``, and ``checkpoint_best.pth``
+    whenever the validation score improves. Each holds ``{"model", "optimizer", "epoch"}`` (plus ``"scaler"`` with
+    mixed precision on a GPU), as ``delira.io.torch.save_checkpoint`` wrote them.
+
+    Args:
+        network: the network (a ``torch.nn.Module``).
+        save_path: the directory for checkpoints (created if missing).
+        criterions: the losses, ``{name: fn(preds, *labels)}``; at least one.
+        optimizer_cls: the optimizer class.
+        optimizer_params: its keyword arguments (default: ``{}``).
+        metrics: validation metrics, ``{name: fn(preds, *labels)}`` (default: ``{}``).
+        lr_scheduler_cls: ``None``, a ``torch.optim.lr_scheduler`` class (wrapped in
+            :class:`PyTorchSchedulerCallback`; ``ReduceLROnPlateau`` gets the validation score), or a delira-style
+            callback class; one is made per optimizer as ``lr_scheduler_cls(optimizer, **lr_scheduler_params)``.
+        lr_scheduler_params: keyword arguments for the scheduler (default: ``{}``).
+        gpu_ids: GPU indices; empty: CPU. One GPU: the network runs there; several: ``torch.nn.DataParallel`` over
+            them with outputs and labels on the second, as delira does. Without CUDA, a warning and the CPU.
+        save_freq: save a checkpoint every ``save_freq`` epochs.
+        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params)`` returns a dict of optimizers with a
+            ``"default"`` one (or exactly one).
+        fold: the current fold.
+        callbacks: callbacks (see :meth:`register_callback`); they run before the scheduler callbacks.
+        start_epoch: the first epoch to train; :meth:`update_state` sets it to the checkpoint's epoch + 1.
+        mixed_precision: on a GPU, ``torch.autocast`` (float16) and a ``torch.amp.GradScaler``; on the CPU a no-op
+            with a warning (delira, without apex, also continued in full precision).
+        mixed_precision_kwargs: apex's ``allow_banned``/``enable_caching``/``verbose`` (accepted and ignored) and
+            ``GradScaler``'s ``init_scale``/``growth_factor``/``backoff_factor``/``growth_interval``.
+        compile: hotloop only; as in :func:`hotloop.create_supervised_trainer` (``False``, ``True``, ``"auto"`` or
+            a dict of ``torch.compile`` kwargs), for the training and the evaluation step.
+        cuda_graphs: hotloop only; as in :func:`hotloop.create_supervised_trainer`.
+        no_sync: hotloop only; ``trainer.engine.state.output`` is the detached loss tensor instead of ``loss.item()``,
+            so a training iteration makes no host sync.
+        prefetch: hotloop only; on CUDA, copy the next batch's tensors to the GPU while the current step runs.
+        max_compiled_shapes: hotloop only; as in :func:`hotloop.create_supervised_trainer`.
+        **kwargs: set as attributes of the trainer (as delira does); a name the trainer already has is refused.
+
+    Raises:
+        TypeError: an argument has the wrong type (the message names it and what is expected).
+        ValueError: an argument has a wrong value (e.g. ``save_freq=0``, no criterions, unknown
+            ``mixed_precision_kwargs``, a GPU index that does not exist).
+
+    Examples:
+        .. code-block:: python
+
+            from hotloop.compat.delira import PyTorchNetworkTrainer
+
+            trainer = PyTorchNetworkTrainer(net, "checkpoints", {"CE": torch.nn.CrossEntropyLoss()},
+                                            torch.optim.Adam, {"lr": 1e-3}, metrics={"acc": accuracy},
+                                            gpu_ids=[0], mixed_precision=True, compile="auto", no_sync=True)
+            best = trainer.train(10, train_loader, valid_loader, val_score_key="val_acc")
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        save_path: str | os.PathLike,
+        criterions: Mapping[str, Callable],
+        optimizer_cls: type,
+        optimizer_params: Mapping[str, Any] = _EMPTY,
+        metrics: Mapping[str, Callable] = _EMPTY,
+        lr_scheduler_cls: type | None = None,
+        lr_scheduler_params: Mapping[str, Any] = _EMPTY,
+        gpu_ids: Iterable[int] = (),
+        save_freq: int = 1,
+        optim_fn: Callable[..., Mapping[str, torch.optim.Optimizer]] = create_optims_default_pytorch,
+        fold: int = 0,
+        callbacks: Iterable = (),
+        start_epoch: int = 1,
+        mixed_precision: bool = False,
+        mixed_precision_kwargs: Mapping[str, Any] = _APEX_DEFAULTS,
+        *,
+        compile: bool | str | dict[str, Any] = False,
+        cuda_graphs: bool | str = False,
+        no_sync: bool = False,
+        prefetch: bool = False,
+        max_compiled_shapes: int = 4,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fold, callbacks)
+        _check_options(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
+        self.save_path = _check_save_path(save_path)
+        self.criterions = _check_mapping("criterions", criterions, of_callables=True)
+        if not criterions:
+            raise ValueError("criterions should hold at least one loss, {name: fn(preds, *labels)}, got {}")
+        self.metrics = _check_mapping("metrics", metrics, of_callables=True)
+        self.save_freq = _check_int("save_freq", save_freq, 1)
+        self.start_epoch = _check_int("start_epoch", start_epoch, 1)
+        self.stop_training = False
+        self._hot: dict[str, Any] = {
+            "compile": compile,
+            "cuda_graphs": cuda_graphs,
+            "no_sync": no_sync,
+            "prefetch": prefetch,
+            "max_compiled_shapes": max_compiled_shapes,
+        }
+        self._run: _TrainRun | None = None
+        self._setup(
+            network,
+            optim_fn,
+            optimizer_cls,
+            optimizer_params,
+            lr_scheduler_cls,
+            lr_scheduler_params,
+            gpu_ids,
+            mixed_precision,
+            mixed_precision_kwargs,
+        )
+        self._make_save_path()
+        self._set_extra_attributes(kwargs)
+
+    # -- setup -------------------------------------------------------------------------------------------------------
+
+    def _setup(
+        self,
+        network: torch.nn.Module,
+        optim_fn: Callable[..., Mapping[str, torch.optim.Optimizer]],
+        optimizer_cls: type,
+        optimizer_params: Mapping[str, Any],
+        lr_scheduler_cls: type | None,
+        lr_scheduler_params: Mapping[str, Any],
+        gpu_ids: Iterable[int],
+        mixed_precision: bool,
+        mixed_precision_kwargs: Mapping[str, Any],
+    ) -> None:
+        """Defines the trainer's setup: devices, optimizers, schedulers, mixed precision, steps and engines.
+
+        Args:
+            network: the network to train.
+            optim_fn: creates the dict of optimizers.
+            optimizer_cls: the optimizer class.
+            optimizer_params: its keyword arguments.
+            lr_scheduler_cls: the scheduler class or None.
+            lr_scheduler_params: its keyword arguments.
+            gpu_ids: GPU indices; empty: CPU.
+            mixed_precision: whether to use mixed precision.
+            mixed_precision_kwargs: additional keyword arguments for mixed precision.
+        """
+        if not isinstance(network, torch.nn.Module):
+            raise TypeError(f"network should be a torch.nn.Module, got {type(network).__name__}")
+        if not callable(optimizer_cls):
+            raise TypeError(f"optimizer_cls should be an optimizer class, e.g. torch.optim.SGD, got {optimizer_cls!r}")
+        if not callable(optim_fn):
+            raise TypeError(f"optim_fn should be a function returning a dict of optimizers, got {optim_fn!r}")
+        _warn_if_delira_network(network)
+        _check_mapping("optimizer_params", optimizer_params)
+        _check_mapping("lr_scheduler_params", lr_scheduler_params)
+        _check_mixed_precision(mixed_precision, mixed_precision_kwargs)
+        self._setup_devices(network, _check_gpu_ids(gpu_ids))
+        self.optimizers = self._make_optimizers(optim_fn, optimizer_cls, optimizer_params)
+        self._register_schedulers(lr_scheduler_cls, lr_scheduler_params)
+        self._setup_amp(mixed_precision, mixed_precision_kwargs)
+        self._build_engines()
+
+    def _setup_devices(self, network: torch.nn.Module, gpu_ids: list[int]) -> None:
+        self.use_gpu = bool(gpu_ids) and torch.cuda.is_available()
+        if gpu_ids and not self.use_gpu:
+            warnings.warn(f"hotloop: gpu_ids={gpu_ids} given but CUDA is not available; using the CPU", stacklevel=4)
+        if not self.use_gpu:
+            self.input_device = self.output_device = torch.device("cpu")
+            self.module: torch.nn.Module = network.to(self.input_device)
+            return
+        missing = [i for i in gpu_ids if i >= torch.cuda.device_count()]
+        if missing:
+            raise ValueError(f"gpu_ids {missing} do not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+        self.input_device = torch.device("cuda", gpu_ids[0])
+        self.output_device = torch.device("cuda", gpu_ids[1] if len(gpu_ids) > 1 else gpu_ids[0])
+        self.module = network.to(self.input_device)
+        if len(gpu_ids) > 1:
+            self.module = torch.nn.DataParallel(self.module, device_ids=gpu_ids, output_device=gpu_ids[1])
+
+    def _make_optimizers(
+        self, optim_fn: Callable, optimizer_cls: type, optimizer_params: Mapping[str, Any]
+    ) -> dict[str, torch.optim.Optimizer]:
+        optimizers = optim_fn(self._network, optimizer_cls, **optimizer_params)
+        if not isinstance(optimizers, Mapping) or not optimizers:
+            raise TypeError(f"optim_fn should return a non-empty dict of optimizers, got {optimizers!r}")
+        bad = [k for k, v in optimizers.items() if not isinstance(v, torch.optim.Optimizer)]
+        if bad:
+            raise TypeError(f"optim_fn should return torch.optim.Optimizer instances; not optimizers: {bad}")
+        if "default" not in optimizers and len(optimizers) > 1:
+            raise ValueError(
+                f"optim_fn returned optimizers {sorted(optimizers)} without a 'default' one; the training step "
+                "(delira's default closure) steps optimizers['default']"
+            )
+        return dict(optimizers)
+
+    def _register_schedulers(self, lr_scheduler_cls: Any, lr_scheduler_params: Mapping[str, Any]) -> None:
+        if lr_scheduler_cls is None:
+            return
+        if not isinstance(lr_scheduler_cls, type):
+            raise TypeError(
+                f"lr_scheduler_cls should be a class (e.g. torch.optim.lr_scheduler.StepLR), got {lr_scheduler_cls!r}"
+            )
+        for optimizer in self.optimizers.values():
+            scheduler = lr_scheduler_cls(optimizer, **lr_scheduler_params)
+            if isinstance(
+                scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            ):
+                scheduler = PyTorchSchedulerCallback(scheduler)
+            self.register_callback(scheduler)
+
+    def _setup_amp(self, mixed_precision: bool, mixed_precision_kwargs: Mapping[str, Any]) -> None:
+        self.mixed_precision = mixed_precision and self.use_gpu
+        self.scaler: torch.amp.GradScaler | None = None
+        if mixed_precision and not self.use_gpu:
+            warnings.warn(
+                "hotloop: mixed_precision=True has no effect on the CPU; training in full precision", stacklevel=4
+            )
+        if self.mixed_precision:
+            scaler_kwargs = {k: v for k, v in mixed_precision_kwargs.items() if k in _SCALER_KEYS}
+            self.scaler = torch.amp.GradScaler("cuda", **scaler_kwargs)
+
+    def _build_engines(self) -> None:
+        hot = self._hot
+        prepare = _DictBatch(self.input_device, self.output_device)
+        common: dict[str, Any] = {
+            "device": self.input_device,
+            "non_blocking": self.use_gpu,
+            "prepare_batch": prepare,
+            "model_transform": _identity,
+            "model_fn": _call_model,
+            "amp": self.mixed_precision,
+            "compile": hot["compile"],
+            "cuda_graphs": hot["cuda_graphs"],
+            "max_compiled_shapes": hot["max_compiled_shapes"],
+        }
+        self._train_step = build_train_step(
+            self.module,
+            self._step_optimizer(),
+            _SummedCriterions(self.criterions),
+            output_transform=_loss_detached if hot["no_sync"] else _loss_item,
+            gradient_accumulation_steps=1,
+            scaler=self.scaler,
+            **common,
+        )
+        eval_step = build_eval_step(self.module, output_transform=_EvalValues(self.criterions, self.metrics), **common)
+        self.engine = Engine(self._train_step)
+        for event, method in (
+            (Events.STARTED, "_on_started"),
+            (Events.EPOCH_STARTED, "_on_epoch_started"),
+            (Events.EPOCH_COMPLETED, "_on_epoch_completed"),
+            (Events.COMPLETED, "_on_completed"),
+        ):
+            self.engine.add_event_handler(event, _weak_handler(self, method))
+        self._collector = _PredictionCollector()
+        self.eval_engine = Engine(eval_step)
+        self.eval_engine.add_event_handler(Events.ITERATION_COMPLETED, self._collector)
+        for engine in (self.engine, self.eval_engine):
+            _attach_prefetch(engine, hot["prefetch"], self.input_device, self.use_gpu)
+
+    def _step_optimizer(self) -> torch.optim.Optimizer:
+        if "default" in self.optimizers:
+            return self.optimizers["default"]
+        return next(iter(self.optimizers.values()))
+
+    def _make_save_path(self) -> None:
+        if os.path.isdir(self.save_path):
+            _logger.info("Save Path %s already exists. Saved Models may be overwritten", self.save_path)
+        else:
+            os.makedirs(self.save_path)
+
+    def _set_extra_attributes(self, kwargs: Mapping[str, Any]) -> None:
+        clashes = sorted(k for k in kwargs if hasattr(self, k))
+        if clashes:
+            raise ValueError(
+                f"keyword arguments {clashes} would overwrite the trainer's own attributes; rename them "
+                "(unknown keyword arguments become trainer attributes, as in delira)"
+            )
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    @property
+    def _network(self) -> torch.nn.Module:
+        """The network itself (``self.module`` without its ``DataParallel`` wrapper)."""
+        module = self.module
+        return module.module if isinstance(module, torch.nn.DataParallel) else module
+
+    # -- engine events -----------------------------------------------------------------------------------------------
+
+    def _current_run(self, engine: Engine) -> _TrainRun:
+        if self._run is None:  # trainer.engine.run(...) called directly: a run without validation
+            self._run = _TrainRun(num_epochs=engine.state.max_epochs)
+        return self._run
+
+    def _on_started(self, engine: Engine) -> None:
+        self._current_run(engine)
+        engine.state.epoch = self.start_epoch - 1  # the engine counts epochs; a resumed trainer continues its count
+        self._at_training_begin()
+
+    def _on_epoch_started(self, engine: Engine) -> None:
+        run = self._current_run(engine)
+        self._at_epoch_begin(run.metrics_val, run.val_score_key, engine.state.epoch, run.num_epochs)
+
+    def _on_epoch_completed(self, engine: Engine) -> None:
+        run = self._current_run(engine)
+        epoch = engine.state.epoch
+        metrics_val, is_best = self._validate(run, epoch)
+        run.metrics_val = metrics_val
+        self._at_epoch_end(metrics_val, run.val_score_key, epoch, is_best)
+        if self.stop_training:  # set by a callback, e.g. early stopping
+            engine.terminate()
+
+    def _on_completed(self, engine: Engine) -> None:
+        self._current_run(engine).result = self._at_training_end()
+
+    def _validate(self, run: _TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
+        if run.valid is None:
+            return {}, False
+        _, _, metrics_val = self.predict(run.valid)
+        if run.val_score_key not in metrics_val:
+            if not run.warned_key:
+                _logger.warning(
+                    "Validation score key %r not in metric dict %s. Logging metrics but can't decide which model "
+                    "is best",
+                    run.val_score_key,
+                    sorted(metrics_val),
+                )
+                run.warned_key = True
+            return metrics_val, False
+        score = metrics_val[run.val_score_key]
+        if not self._is_better_val_scores(run.best_score, score, run.mode):
+            return metrics_val, False
+        run.best_score, run.best_epoch = score, epoch
+        _logger.info("Best val score = %2.3f", score)
+        return metrics_val, True
+
+    # -- hooks -------------------------------------------------------------------------------------------------------
+
+    def _at_training_begin(self, *args: Any, **kwargs: Any) -> None:
+        """Defines behaviour at beginning of training: saves ``checkpoint_epoch_{start_epoch - 1}.pth``.
+
+        Args:
+            *args: positional arguments (unused).
+            **kwargs: keyword arguments (unused).
+        """
+        epoch = self.start_epoch - 1
+        self.save_state(os.path.join(self.save_path, f"checkpoint_epoch_{epoch}"), epoch)
+
+    def _at_training_end(self) -> torch.nn.Module:
+        """Defines behaviour at end of training: loads the best model if this run saved one.
+
+        Returns:
+            the best network, or the last one when no validation score decided a best one.
+        """
+        run = self._run
+        best = os.path.join(self.save_path, _BEST_NAME)
+        if run is not None and run.best_epoch is not None and os.path.isfile(best):
+            self.update_state(best)
+        return self.module
+
+    def _at_epoch_begin(
+        self,
+        metrics_val: Mapping[str, Any],
+        val_score_key: str | None,
+        epoch: int,
+        num_epochs: int | None,
+        **kwargs: Any,
+    ) -> None:
+        """Defines behaviour at beginning of each epoch: executes all callbacks' ``at_epoch_begin``.
+
+        Args:
+            metrics_val: validation metrics (of the previous epoch; ``{}`` before the first validation).
+            val_score_key: validation score key.
+            epoch: current epoch.
+            num_epochs: total number of epochs.
+            **kwargs: keyword arguments (unused).
+        """
+        for callback in self._callbacks:
+            self._update_state(
+                callback.at_epoch_begin(self, val_metrics=metrics_val, val_score_key=val_score_key, curr_epoch=epoch)
+            )
+
+    def _at_epoch_end(
+        self, metrics_val: Mapping[str, Any], val_score_key: str | None, epoch: int, is_best: bool, **kwargs: Any
+    ) -> None:
+        """Defines behaviour at end of each epoch: executes all callbacks' ``at_epoch_end`` and saves checkpoints.
+
+        ``checkpoint_epoch_{epoch}.pth`` is saved when ``epoch % save_freq == 0``, ``checkpoint_best.pth`` when
+        ``is_best``.
+
+        Args:
+            metrics_val: validation metrics of this epoch.
+            val_score_key: validation score key.
+            epoch: current epoch.
+            is_best: whether the current model is the best one so far.
+            **kwargs: keyword arguments (unused).
+        """
+        for callback in self._callbacks:
+            self._update_state(
+                callback.at_epoch_end(self, val_metrics=metrics_val, val_score_key=val_score_key, curr_epoch=epoch)
+            )
+        if epoch % self.save_freq == 0:
+            self.save_state(os.path.join(self.save_path, f"checkpoint_epoch_{epoch}.pth"), epoch)
+        if is_best:
+            self.save_state(os.path.join(self.save_path, _BEST_NAME), epoch)
+
+    # -- public API --------------------------------------------------------------------------------------------------
+
+    def train(
+        self,
+        num_epochs: int,
+        datamgr_train: Any,
+        datamgr_valid: Any = None,
+        val_score_key: str | None = None,
+        val_score_mode: str = "highest",
+    ) -> torch.nn.Module:
+        """Train the network from ``start_epoch`` to ``num_epochs`` (inclusive), validating after every epoch.
+
+        Args:
+            num_epochs: the last epoch to train.
+            datamgr_train: the training data: a DataLoader, a re-iterable of dict batches, or an object with
+                ``get_batchgen(seed=...)`` (called once per epoch with the epoch number).
+            datamgr_valid: the validation data, of the same kinds, or None.
+            val_score_key: the validation metric or loss that selects the best model (with delira's prefix,
+                e.g. ``"val_accuracy"``, ``"val_CE"``).
+            val_score_mode: ``"highest"`` or ``"lowest"``: which score is best.
+
+        Returns:
+            the best network (``checkpoint_best.pth`` of this run is loaded back), or the last one if
+            ``val_score_key`` is not a validation metric or there is no validation data.
+
+        Raises:
+            TypeError: ``num_epochs`` is not an integer, or the data is none of the accepted kinds.
+            ValueError: ``num_epochs < 1`` or ``val_score_mode`` is not ``"highest"``/``"lowest"`` (checked before
+                the first epoch).
+        """
+        _check_int("num_epochs", num_epochs, 1)
+        _check_mode(val_score_mode)
+        data = _as_batches(datamgr_train, "datamgr_train", self._epoch_fn())
+        if datamgr_valid is not None:
+            _as_batches(datamgr_valid, "datamgr_valid")
+        self._warn_if_single_epoch_overridden()
+        self._run = _TrainRun(num_epochs, datamgr_valid, val_score_key, val_score_mode)
+        self.stop_training = False
+        state = self.engine.state
+        state.max_epochs = state.max_iters = state.epoch_length = None  # a new run, not a resume of the last one
+        try:
+            self.engine.run(data, max_epochs=num_epochs)
+            return self._run.result
+        finally:
+            self._run = None
+
+    def predict(self, batchgen: Any, batch_size: int | None = None) -> tuple[Any, list[Any], dict[str, float]]:
+        """Predict the batches of ``batchgen`` and compute the mean validation metrics and losses.
+
+        Args:
+            batchgen: a DataLoader, an iterable of dict batches, or an object with ``get_batchgen()``.
+            batch_size: None: forward each batch as it comes. An int: delira's artificial batch size, ``batch_size``
+                consecutive batches are concatenated and forwarded together (the last group may be smaller).
+
+        Returns:
+            ``(predictions, labels, metrics)``: the predictions as a NumPy array concatenated over batches (a list
+            or dict of arrays if the network returns a tuple or dict), the labels as a list of arrays, one per label
+            key in sorted key order, and ``{"val_<name>": mean}`` of metrics and losses as floats, each the mean
+            over samples of the per-batch values.
+
+        Raises:
+            TypeError: ``batchgen`` is none of the accepted kinds, a batch is not a dict, or ``batch_size`` is not
+                an integer.
+            ValueError: ``batch_size < 1``.
+            ModuleNotFoundError: NumPy is not installed.
+        """
+        data = _as_batches(batchgen, "batchgen")
+        if batch_size is not None:
+            data = _Stacked(data, _check_int("batch_size", batch_size, 1))
+        self._collector.reset()
+        state = self.eval_engine.state
+        state.max_epochs = state.max_iters = state.epoch_length = None
+        try:
+            self.eval_engine.run(data, max_epochs=1)
+            return self._collector.result()
+        finally:
+            self._collector.reset()  # release the collected tensors
+
+    def _train_single_epoch(self, batchgen: Any, epoch: int) -> None:
+        """Trains the network a single epoch on a fresh engine (``train`` runs all epochs on ``self.engine``).
+
+        Args:
+            batchgen: the training batches (any kind ``train`` accepts).
+            epoch: the current epoch (the seed for ``get_batchgen``).
+        """
+        Engine(self._train_step).run(_as_batches(batchgen, "batchgen", lambda: epoch), max_epochs=1)
+
+    def _warn_if_single_epoch_overridden(self) -> None:
+        if type(self)._train_single_epoch is not PyTorchNetworkTrainer._train_single_epoch:
+            warnings.warn(
+                f"hotloop: {type(self).__name__}._train_single_epoch is not called by train(); the epochs run on "
+                "trainer.engine. Attach Ignite handlers to trainer.engine to change what happens per iteration",
+                stacklevel=3,
+            )
+
+    def _epoch_fn(self) -> Callable[[], int]:
+        ref = weakref.ref(self.engine)
+        return lambda: ref().state.epoch  # type: ignore[union-attr]
+
+    def save_state(self, file_name: str | os.PathLike, epoch: int, **kwargs: Any) -> None:
+        """Save the current state, as ``delira.io.torch.save_checkpoint`` did.
+
+        Args:
+            file_name: the file (``.pth`` is appended unless it ends with ``.pth`` or ``.pt``).
+            epoch: the current epoch, saved with the state.
+            **kwargs: passed to ``torch.save``.
+        """
+        state: dict[str, Any] = {
+            "optimizer": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "model": self._network.state_dict(),
+            "epoch": epoch,
+        }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        torch.save(state, _with_suffix(file_name), **kwargs)
+
+    @staticmethod
+    def load_state(file_name: str | os.PathLike, **kwargs: Any) -> dict:
+        """Load a state from file, as ``delira.io.torch.load_checkpoint`` did.
+
+        Args:
+            file_name: the file (``.pth`` is appended unless it ends with ``.pth`` or ``.pt``).
+            **kwargs: passed to ``torch.load``.
+
+        Returns:
+            the state: ``{"model", "optimizer", "epoch"}`` (and ``"scaler"``).
+
+        Raises:
+            TypeError: the file does not hold a dict.
+        """
+        state = torch.load(_with_suffix(file_name), **kwargs)
+        if not isinstance(state, dict):
+            raise TypeError(f"{file_name} does not hold a trainer state (a dict), got {type(state).__name__}")
+        return state
+
+    def update_state(self, file_name: str | os.PathLike, *args: Any, **kwargs: Any) -> PyTorchNetworkTrainer:
+        """Update the internal state from a state loaded from ``file_name`` (loaded onto the CPU by default).
+
+        Args:
+            file_name: the checkpoint.
+            *args: passed to :meth:`load_state`.
+            **kwargs: passed to :meth:`load_state` (``map_location`` defaults to ``"cpu"``: the tensors are copied
+                into the trainer's own, wherever they live).
+
+        Returns:
+            the trainer, with its state modified.
+        """
+        kwargs.setdefault("map_location", "cpu")
+        return self._update_state(self.load_state(file_name, *args, **kwargs))
+
+    def _update_state(self, new_state: Mapping[str, Any] | None) -> PyTorchNetworkTrainer:
+        """Update the state from a given new state.
+
+        ``"model"`` is loaded into the network, ``"optimizer"`` into the optimizers (by key), ``"scaler"`` into the
+        GradScaler, ``"epoch"`` sets ``start_epoch`` to the next epoch; any other key becomes an attribute.
+
+        Args:
+            new_state: the new state.
+
+        Returns:
+            the trainer, with its state modified.
+        """
+        if new_state is None:
+            return self
+        if not isinstance(new_state, Mapping):
+            raise TypeError(f"a new state should be a dict, got {new_state!r}")
+        rest = dict(new_state)
+        model_state = rest.pop("model", None)
+        if model_state:
+            self._network.load_state_dict(model_state)
+        optim_state = rest.pop("optimizer", None)
+        if optim_state:
+            for key, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(optim_state[key])
+        scaler_state = rest.pop("scaler", None)
+        if scaler_state and self.scaler is not None:
+            self.scaler.load_state_dict(scaler_state)
+        if "epoch" in rest:
+            self.start_epoch = int(rest.pop("epoch")) + 1
+        super()._update_state(rest)
+        return self
