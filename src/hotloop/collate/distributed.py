@@ -5,6 +5,10 @@ plain all-gather of per-rank outputs over ``N`` samples holds ``world_size * cei
 interleaved order. :func:`gather_samples` drops the repeats where they were made and puts the samples back in
 dataset order, so that an evaluation over ``N`` samples sees exactly ``N``, once each.
 
+:class:`ExactDistributedSampler` avoids the repeats in the first place: it deals the same order as
+``DistributedSampler`` without padding, so ranks may get one sample (and one batch) more than others. Ignite's metrics
+reduce across ranks only when they are computed, so such uneven shards count every sample once and do not hang.
+
 Built on ``ignite.distributed`` (``idist.all_gather`` of Python objects), so it runs under every backend and launcher
 that Ignite supports, and as a no-op gather in a single process.
 """
@@ -12,7 +16,7 @@ that Ignite supports, and as a no-op gather in a single process.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence, Sized
 from typing import Any, TypeVar
 
 import ignite.distributed as idist
@@ -20,9 +24,72 @@ import torch
 from ignite.distributed.auto import DistributedProxySampler
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["gather_samples"]
+__all__ = ["ExactDistributedSampler", "gather_samples"]
 
 T = TypeVar("T")
+
+
+class ExactDistributedSampler(DistributedSampler):
+    """``DistributedSampler``'s order, dealt without padding: each index of the dataset goes to exactly one rank.
+
+    Rank ``r`` of ``W`` gets ``order[r::W]``, where ``order`` is what ``DistributedSampler`` (same ``shuffle``,
+    ``seed`` and epoch) would shuffle, less the repeats it appends to give every rank ``ceil(N / W)`` indices. Ranks
+    then hold ``ceil`` or ``floor`` of ``N / W`` samples: meant for evaluation, where Ignite's metrics sum their
+    statistics across ranks once, at ``compute``, and per-rank outputs are gathered with :func:`gather_samples`.
+    Do not train on it: DDP all-reduces gradients at every step, so ranks with one batch fewer would wait forever.
+
+    Args:
+        dataset: A dataset with ``len``.
+        num_replicas: The world size; ``None`` asks ``ignite.distributed`` (1 without a process group).
+        rank: This process's rank; ``None`` asks ``ignite.distributed`` (0 without a process group).
+        shuffle: Shuffle with ``seed + epoch`` as ``DistributedSampler`` does. Off by default: evaluation order does
+            not matter, and a fixed one makes per-rank logs comparable.
+        seed: The shuffling seed, the same on every rank.
+
+    Raises:
+        ValueError: ``rank`` outside ``[0, num_replicas)``, or fewer samples than ranks (a rank without data would
+            make ``Engine.run`` refuse its empty loader).
+
+    Examples:
+        .. code-block:: python
+
+            import ignite.distributed as idist
+
+            sampler = ExactDistributedSampler(val_set)
+            val_loader = idist.auto_dataloader(val_set, batch_size=64, sampler=sampler)  # used as it is
+    """
+
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        num_replicas = idist.get_world_size() if num_replicas is None else num_replicas
+        rank = idist.get_rank() if rank is None else rank
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
+        if len(dataset) < num_replicas:
+            raise ValueError(
+                f"ExactDistributedSampler: {len(dataset)} samples cannot give each of {num_replicas} ranks at least "
+                "one; evaluate on fewer ranks, or use DistributedSampler (which repeats samples) with gather_samples"
+            )
+        self.total_size = len(dataset)
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.total_size, generator=generator).tolist()
+        else:
+            order = list(range(self.total_size))
+        return iter(order[self.rank : self.total_size : self.num_replicas])
+
+
+# Samplers whose rank r deals order[r::num_replicas] of a list padded (or not) past len(dataset): _unpadded knows them.
+_STRIDED_SHARDINGS = (DistributedSampler.__iter__, DistributedProxySampler.__iter__, ExactDistributedSampler.__iter__)
 
 
 def gather_samples(
@@ -37,10 +104,11 @@ def gather_samples(
     Every rank must call it (it is a collective), each with the items it produced. Where each item came from is told
     by exactly one of ``sampler`` and ``indices``:
 
-    - ``sampler``: the ``DistributedSampler`` (or Ignite's ``DistributedProxySampler``) that fed this rank, its epoch
-      unchanged since; ``samples`` are this rank's items in the order the sampler gave them (one per index, as
-      :func:`~hotloop.collate.decollate_batch` returns them batch after batch). The items the sampler repeated to
-      even out the shards are dropped on the rank that made them, before anything is sent.
+    - ``sampler``: the ``DistributedSampler`` (Ignite's ``DistributedProxySampler``, hotloop's
+      :class:`ExactDistributedSampler`) that fed this rank, its epoch unchanged since; ``samples`` are this rank's
+      items in the order the sampler gave them (one per index, as :func:`~hotloop.collate.decollate_batch` returns
+      them batch after batch). The items the sampler repeated to even out the shards are dropped on the rank that
+      made them, before anything is sent.
     - ``indices``: the dataset index of each item. Ranks may hold different numbers of items; an index that appears
       more than once (on one rank or several) is kept once, the copy from the lowest rank, first seen.
 
@@ -102,7 +170,8 @@ def _unpadded(samples: Sequence[T], sampler: DistributedSampler, world_size: int
 
     ``DistributedSampler`` deals ``indices[rank::world_size]`` from a list of ``total_size`` indices whose tail past
     ``len(dataset)`` repeats its head: this rank's ``i``-th item sits at global position ``i * world_size + rank``,
-    a repeat when that is ``len(dataset)`` or more.
+    a repeat when that is ``len(dataset)`` or more. :class:`ExactDistributedSampler` deals the same way from an
+    unpadded list, so none of its items is dropped.
     """
     _check_sampler(sampler, world_size, rank)
     order = _sampler_order(sampler)
@@ -123,7 +192,7 @@ def _check_sampler(sampler: DistributedSampler, world_size: int, rank: int) -> N
     if not isinstance(sampler, DistributedSampler):
         raise TypeError(f"gather_samples: sampler must be a DistributedSampler, got {type(sampler).__qualname__}")
     sharding = type(sampler).__iter__
-    if sharding not in (DistributedSampler.__iter__, DistributedProxySampler.__iter__):
+    if sharding not in _STRIDED_SHARDINGS:
         raise TypeError(
             f"gather_samples: {type(sampler).__qualname__} overrides DistributedSampler.__iter__, so where its padding "
             "lies is unknown; pass indices= (the dataset index of each sample) instead"
