@@ -49,8 +49,8 @@ case "$cmd" in
   test)
     setup
     echo "[hotloop] ruff"
-    "$VENV/bin/ruff" check src tests benchmarks
-    "$VENV/bin/ruff" format --check src tests benchmarks
+    "$VENV/bin/ruff" check src tests benchmarks examples
+    "$VENV/bin/ruff" format --check src tests benchmarks examples
     echo "[hotloop] mypy"
     "$VENV/bin/mypy"
     echo "[hotloop] pytest"

@@ -220,6 +220,7 @@ def test_sums_across_processes_with_ignite(monkeypatch):
     reduced: list[str] = []
     monkeypatch.setattr(idist, "all_reduce", lambda value, op="SUM": reduced.append(op) or value * 2)
     monkeypatch.setattr(idist, "all_gather", lambda tensor: torch.cat([tensor, tensor]))
+    monkeypatch.setattr(idist, "all_gather_tensors_with_shapes", lambda tensor, shapes: [tensor, tensor])
     for reduction in ("mean", "sum", "mean_batch", "mean_channel", "none"):
         reference = MeanDice(activation="softmax", reduction=reduction, save_details=False)
         reference.update(batch)
@@ -233,6 +234,23 @@ def test_sums_across_processes_with_ignite(monkeypatch):
         _assert_equal_results(result, expected)
     assert reduced and set(reduced) == {"SUM"}
     assert metric._num_samples == 2  # the reduced values were only borrowed for compute
+
+
+def test_per_sample_rows_gather_uneven_counts_across_processes(monkeypatch):
+    """Exact sharding gives processes different sample counts: rows are gathered with each process's own shape."""
+    from hotloop.metrics.overlap import _gather_uneven_rows
+
+    mine, theirs = torch.rand(3, 4), torch.rand(1, 4)
+    asked: list[list[list[int]]] = []
+
+    def gather_with_shapes(tensor, shapes):
+        asked.append(shapes)
+        return [tensor, theirs]
+
+    monkeypatch.setattr(idist, "all_gather", lambda tensor: torch.cat([tensor, torch.tensor([1])]))
+    monkeypatch.setattr(idist, "all_gather_tensors_with_shapes", gather_with_shapes)
+    torch.testing.assert_close(_gather_uneven_rows(mine), torch.cat([mine, theirs]))
+    assert asked == [[[3, 4], [1, 4]]]
 
 
 def test_state_follows_the_inputs_device_and_resets():

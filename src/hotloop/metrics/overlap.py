@@ -13,8 +13,8 @@ and no host sync. The default ``activation=None`` takes binarized predictions, a
 State: per-class sums and non-NaN counts and per-sample mean sums, fixed-size tensors on the inputs' device (or
 ``device``), summed across processes by Ignite's ``sync_all_reduce``. Reductions that return per-sample values
 (``"none"``, ``"mean_channel"``, ``"sum_channel"``) and ``save_details`` also keep the ``[B, C]`` scores of every
-update (on device; gathered across processes with ``idist.all_gather``, which needs equal sample counts per process,
-as a ``DistributedSampler`` gives).
+update (on device; gathered across processes at ``compute`` with ``idist.all_gather_tensors_with_shapes``, so processes
+may hold different numbers of samples, as :class:`hotloop.distributed.ExactDistributedSampler`'s shards do).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class _OverlapMetric(Metric):
     def _gathered_rows(self) -> torch.Tensor:
         rows = torch.cat(self._rows) if self._rows else torch.zeros(0, self._class_sum.numel(), device=self._device)
         if idist.get_world_size() > 1:
-            rows = cast(torch.Tensor, idist.all_gather(rows))
+            rows = _gather_uneven_rows(rows)
         return rows
 
     def _format(self, result: torch.Tensor) -> Any:
@@ -388,3 +388,13 @@ class MeanIoU(_OverlapMetric):
         if self.ignore_empty:
             return torch.where(labelled > 0, iou, float("nan"))
         return torch.where(union > 0, iou, 1.0)
+
+
+def _gather_uneven_rows(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` ([N_r, C]) of every process concatenated in rank order; N_r may differ between processes.
+
+    Runs at ``compute`` (once per epoch): reading the W row counts to the host is the one sync it needs.
+    """
+    counts = cast(torch.Tensor, idist.all_gather(torch.tensor([rows.shape[0]], device=rows.device)))
+    shapes = [[int(count), *rows.shape[1:]] for count in counts.tolist()]
+    return torch.cat(idist.all_gather_tensors_with_shapes(rows, shapes))
