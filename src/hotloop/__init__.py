@@ -6,7 +6,9 @@ Change one import::
     from hotloop import Engine, Events            # after
 """
 
+from hotloop import data
 from hotloop.collate import decollate_batch
+from hotloop.data import DALILoader, image_folder_loader, volume_loader
 from hotloop.engine import (
     CallableEventWithFilter,
     DeterministicEngine,
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CallableEventWithFilter",
+    "DALILoader",
     "DeterministicEngine",
     "Engine",
     "EventEnum",
@@ -44,11 +47,14 @@ __all__ = [
     "__version__",
     "create_supervised_evaluator",
     "create_supervised_trainer",
+    "data",
     "decollate_batch",
+    "image_folder_loader",
     "keep_random_state",
     "supervised_evaluation_step",
     "supervised_evaluation_step_amp",
     "supervised_training_step",
     "supervised_training_step_amp",
     "update_dataloader",
+    "volume_loader",
 ]

@@ -17,7 +17,7 @@ import torch
 
 __all__ = ["CASES", "Scenario", "device_sync", "load_cases"]
 
-CASES: tuple[str, ...] = ("engine_overhead", "trainer_digits", "decollate", "fused_dice")
+CASES: tuple[str, ...] = ("engine_overhead", "trainer_digits", "decollate", "fused_dice", "dali_loader")
 
 #: A provider: ``build(iterations) -> run``, where ``run()`` performs one round of ``iterations`` iterations.
 Provider = Callable[[int], Callable[[], object]]
