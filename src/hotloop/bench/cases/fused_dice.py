@@ -144,8 +144,8 @@ def _monai(classes: int, device: str) -> Callable[[int], Callable[[], object]]:
             for logits, labels in data:
                 predictions = [post_pred(p) for p in decollate_batch(logits)]
                 targets = [post_label(y) for y in decollate_batch(labels)]
-                metric(y_pred=predictions, y=targets)
-            result = metric.aggregate().item()
+                metric(y_pred=predictions, y=targets)  # type: ignore[arg-type]  # MONAI's transforms return tensors here
+            result = metric.aggregate().item()  # type: ignore[union-attr]  # reduction="mean" gives one tensor
             metric.reset()
             return result
 
@@ -177,7 +177,7 @@ def _torch_path(classes: int, device: str) -> Callable[[int], Callable[[], objec
         data = _data(classes, iterations, device)
 
         def run() -> int:
-            total = 0
+            total = torch.zeros((), dtype=torch.int64, device=device)
             for logits, labels in data:
                 total += ops.class_counts(logits, labels, backend="torch").tp.sum()
             return int(total)
