@@ -22,6 +22,7 @@ from hotloop.engine import (
     keep_random_state,
     update_dataloader,
 )
+from hotloop.reliability import NonFiniteGuard, PreemptionHandler, RNGState, resume_from_latest
 from hotloop.supervised import (
     create_supervised_evaluator,
     create_supervised_trainer,
@@ -41,6 +42,9 @@ __all__ = [
     "EventEnum",
     "Events",
     "EventsList",
+    "NonFiniteGuard",
+    "PreemptionHandler",
+    "RNGState",
     "RemovableEventHandle",
     "ReproducibleBatchSampler",
     "State",
@@ -55,6 +59,7 @@ __all__ = [
     "supervised_evaluation_step_amp",
     "supervised_training_step",
     "supervised_training_step_amp",
+    "resume_from_latest",
     "update_dataloader",
     "volume_loader",
 ]

@@ -21,6 +21,7 @@ from ignite.engine import _prepare_batch
 from ignite.metrics import Metric
 
 from hotloop.engine import DeterministicEngine, Engine
+from hotloop.reliability.nonfinite import NonFiniteGuard
 from hotloop.step import build_eval_step, build_train_step, prefetch_enabled
 from hotloop.step.compiled import resolve_compile
 
@@ -283,6 +284,7 @@ def create_supervised_trainer(
     no_sync: bool = False,
     prefetch: bool = False,
     max_compiled_shapes: int = 4,
+    on_nonfinite: str | NonFiniteGuard | None = None,
 ) -> Engine:
     """Factory function for creating a trainer for supervised models (Ignite's ``create_supervised_trainer``).
 
@@ -324,6 +326,11 @@ def create_supervised_trainer(
         prefetch: hotloop only. On CUDA, pin each batch and copy the next one to ``device`` on a side stream while
             the current step runs. A no-op on other devices.
         max_compiled_shapes: hotloop only. See ``compile``.
+        on_nonfinite: hotloop only. ``None`` (default) does nothing; ``"terminate"``, ``"skip"`` or ``"raise"``
+            watch the loss on the device with a :class:`hotloop.reliability.NonFiniteGuard` (no host sync per
+            iteration) and act every 100 iterations and at each epoch's end; pass a ``NonFiniteGuard(action,
+            every=N)`` to choose the interval. ``"skip"`` undoes the step of a non-finite loss on the device.
+            Not available with ``amp_mode="apex"`` or on TPU.
 
     Returns:
         a trainer engine with supervised update function.
@@ -342,7 +349,8 @@ def create_supervised_trainer(
     mode, _scaler = _ignite_check_arg(on_tpu, on_mps, amp_mode, scaler)
     if no_sync and output_transform is _loss_item:
         output_transform = _loss_detached
-    hot = compile is not False or cuda_graphs is not False
+    guard = _nonfinite_guard(on_nonfinite, mode)
+    hot = compile is not False or cuda_graphs is not False or guard is not None
     if hot and mode in (None, "amp"):
         _update = build_train_step(
             model,
@@ -360,6 +368,7 @@ def create_supervised_trainer(
             compile=compile,
             cuda_graphs=cuda_graphs,
             max_compiled_shapes=max_compiled_shapes,
+            nonfinite=guard,
         )
     elif mode == "amp":
         _update = supervised_training_step_amp(
@@ -388,7 +397,23 @@ def create_supervised_trainer(
     if _scaler and scaler and isinstance(scaler, bool):
         trainer.state.scaler = _scaler  # type: ignore[attr-defined]
     _attach_prefetch(trainer, prefetch, device, non_blocking)
+    if guard is not None:
+        guard.attach(trainer)
     return trainer
+
+
+def _nonfinite_guard(on_nonfinite: Any, mode: str | None) -> NonFiniteGuard | None:
+    if on_nonfinite is None:
+        return None
+    if mode not in (None, "amp"):
+        raise ValueError(f"on_nonfinite is not available with amp_mode={mode!r}; use amp_mode='amp' or None")
+    if isinstance(on_nonfinite, NonFiniteGuard):
+        return on_nonfinite
+    if isinstance(on_nonfinite, str):
+        return NonFiniteGuard(on_nonfinite)
+    raise TypeError(
+        f"on_nonfinite should be None, 'terminate', 'skip', 'raise' or a NonFiniteGuard, got {on_nonfinite!r}"
+    )
 
 
 def create_supervised_evaluator(

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import torch
+from ignite.engine import _prepare_batch as _ignite_prepare_batch
 
 from hotloop.step.compiled import CompiledStep, resolve_compile
 
@@ -27,6 +28,30 @@ def _autocast(amp: bool, cache_enabled: bool = True) -> Any:
     # Inside a CUDA graph capture the autocast weight-cast cache must be off (PyTorch CUDA-graph notes): a cached
     # cast made during capture would be freed memory at replay.
     return autocast("cuda", enabled=True, cache_enabled=cache_enabled)
+
+
+def _checked_prepare_batch(batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, Any]:
+    """Ignite's default ``prepare_batch`` (``x, y = batch``) with an error that says what to pass instead."""
+    kind = type(batch)
+    if (kind is tuple or kind is list) and len(batch) == 2:
+        return _ignite_prepare_batch(batch, device=device, non_blocking=non_blocking)  # type: ignore[return-value]
+    if isinstance(batch, Mapping):
+        # ``x, y = batch`` would unpack the keys, and the model would fail later on a string.
+        raise TypeError(
+            f"The default prepare_batch expects a batch (x, y), got a {kind.__name__} with keys {list(batch)}. "
+            "Pass prepare_batch=lambda batch, device, non_blocking: (batch['image'], batch['label']) "
+            "(with your keys; move them to device with ignite.utils.convert_tensor)"
+        )
+    if isinstance(batch, (tuple, list)):
+        raise ValueError(
+            f"The default prepare_batch expects a batch (x, y) of 2 items, got a {kind.__name__} of {len(batch)}. "
+            "Pass a prepare_batch(batch, device, non_blocking) that returns (x, y)"
+        )
+    return _ignite_prepare_batch(batch, device=device, non_blocking=non_blocking)  # type: ignore[return-value]
+
+
+def _check_prepare_batch(prepare_batch: Callable) -> Callable:
+    return _checked_prepare_batch if prepare_batch is _ignite_prepare_batch else prepare_batch
 
 
 def _graphs_module() -> Any:
@@ -58,6 +83,7 @@ def build_train_step(
     compile: Any = False,
     cuda_graphs: Any = False,
     max_compiled_shapes: int = 4,
+    nonfinite: Any = None,
 ) -> Callable[[Any, Any], Any]:
     """A training step with Ignite's semantics whose device work may be compiled or CUDA-graphed.
 
@@ -69,6 +95,7 @@ def build_train_step(
     Returns:
         ``update(engine, batch)``, the process function of a trainer.
     """
+    prepare_batch = _check_prepare_batch(prepare_batch)
     gas = gradient_accumulation_steps
     if gas <= 0:
         raise ValueError(
@@ -152,7 +179,30 @@ def build_train_step(
             optimizer_step()
         return output_transform(x, y, y_pred, loss * gas)
 
-    return update
+    if nonfinite is None:
+        return update
+    nonfinite.bind(model, optimizer)
+
+    def guarded_update(engine: Any, batch: Any) -> Any:
+        iteration = engine.state.iteration
+        window_start = (iteration - 1) % gas == 0
+        steps = iteration % gas == 0
+        if not graphed and window_start:
+            optimizer.zero_grad()
+        if window_start and nonfinite.skips:
+            # Before the window's first forward pass, which updates BatchNorm statistics a skip must undo too.
+            nonfinite.snapshot()
+        model.train()
+        x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
+        y_pred, loss = body(x, y)
+        nonfinite.observe(loss, iteration, window_start)
+        if not whole and steps:
+            optimizer_step()
+        if steps and nonfinite.skips:
+            nonfinite.restore()
+        return output_transform(x, y, y_pred, loss * gas)
+
+    return guarded_update
 
 
 def build_eval_step(
@@ -174,6 +224,8 @@ def build_eval_step(
     Returns:
         ``evaluate_step(engine, batch)``, the process function of an evaluator.
     """
+
+    prepare_batch = _check_prepare_batch(prepare_batch)
 
     def forward(x: Any, cache_enabled: bool = True) -> Any:
         with torch.no_grad(), _autocast(amp, cache_enabled):
