@@ -93,12 +93,7 @@ CASES = {
     ),
 }
 
-_XFAIL = {
-    "process function is a generator": (
-        "hotloop.Engine accepts it and stores the generator object as state.output (as Ignite does); fix in "
-        "src/hotloop/engine/engine.py: Engine.__init__ raises TypeError for inspect.isgeneratorfunction(fn)"
-    ),
-}
+_XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(

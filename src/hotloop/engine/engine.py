@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -70,6 +71,15 @@ def _drive(gen: Generator[Any, None, Any]) -> Any:
     return value
 
 
+def _check_not_generator(process_function: Any) -> None:
+    """A generator function would store a generator object as ``state.output`` and run none of its body."""
+    if inspect.isgeneratorfunction(process_function) or inspect.isasyncgenfunction(process_function):
+        raise TypeError(
+            f"process_function should return the output, not be a generator function: {process_function!r} "
+            "yields; use return instead of yield"
+        )
+
+
 def _is_own_method(obj: Any, name: str) -> bool:
     bound = getattr(obj, name)
     return getattr(bound, "__self__", None) is obj and getattr(bound, "__func__", None) is getattr(Engine, name)
@@ -115,6 +125,7 @@ class Engine(_IgniteEngine):
     """
 
     def __init__(self, process_function: Callable[[_IgniteEngine, Any], Any]) -> None:
+        _check_not_generator(process_function)
         self._hl_table: Any = None
         self._hl_faithful = False
         super().__init__(process_function)
