@@ -134,12 +134,19 @@ def test_is_both_ignites_deterministic_engine_and_hotloops_engine() -> None:
     assert engine.state.rng_states is None
 
 
-@pytest.mark.parametrize("name", ["ReproducibleBatchSampler", "keep_random_state", "update_dataloader"])
+@pytest.mark.parametrize("name", ["keep_random_state", "update_dataloader"])
 def test_helpers_are_ignites(name: str) -> None:
     original = getattr(ignite.engine.deterministic, name)
     assert getattr(hotloop, name) is original
     assert getattr(hotloop.engine, name) is original
     assert name in hotloop.__all__
+
+
+def test_reproducible_batch_sampler_is_a_subclass_of_ignites() -> None:
+    # hotloop's adds prime() (mid-epoch resume, docs/differences.md); isinstance checks against Ignite's still hold.
+    assert issubclass(hotloop.ReproducibleBatchSampler, ignite.engine.deterministic.ReproducibleBatchSampler)
+    assert hotloop.engine.ReproducibleBatchSampler is hotloop.ReproducibleBatchSampler
+    assert "ReproducibleBatchSampler" in hotloop.__all__
 
 
 def test_data_none_raises_ignites_error() -> None:
@@ -264,18 +271,22 @@ def test_resume_dataloader_mid_epoch(at: int, save_cls: type, load_cls: type) ->
 @pytest.mark.parametrize("load_cls", ENGINES, ids=["load_ignite", "load_hotloop"])
 @pytest.mark.parametrize("at", [3, 10, 13])
 def test_resume_dataloader_with_saved_rng_states(at: int, load_cls: type) -> None:
-    # With rng_states kept, Ignite restores the random state when resuming mid-epoch; whatever that gives, hotloop
-    # must give the same batches and the same random draws.
+    # With rng_states kept, a hotloop engine resumed in the middle of an epoch replays the uninterrupted run exactly,
+    # batches and random draws. Ignite 0.5.5 draws the resumed epoch's permutation after restoring the saved random
+    # state, so its resumed epoch differs (docs/differences.md); at an epoch end both replay the uninterrupted run.
     ref = _resume_run(IgniteDeterministic, IgniteDeterministic, shuffled_loader, at, keep_rng=True)
     got = _resume_run(HotloopDeterministic, load_cls, shuffled_loader, at, keep_rng=True)
     assert same_rng_states(ref["state_dict"]["rng_states"], got["state_dict"]["rng_states"])
     assert {k: v for k, v in got["state_dict"].items() if k != "rng_states"} == {
         k: v for k, v in ref["state_dict"].items() if k != "rng_states"
     }
-    if at % 10 == 0:  # at an epoch end the resumed run is the uninterrupted one
-        assert ref["resumed"] == ref["full"][at:]
     assert got["full"] == ref["full"]
-    assert got["resumed"] == ref["resumed"]
+    if at % 10 == 0:
+        assert ref["resumed"] == ref["full"][at:]
+    if load_cls is HotloopDeterministic:
+        assert got["resumed"] == got["full"][at:]
+    else:
+        assert got["resumed"] == ref["resumed"]
 
 
 @pytest.mark.parametrize("keep_rng", [True, False], ids=["rng_states", "no_rng_states"])
@@ -445,7 +456,7 @@ def test_keep_random_state_and_update_dataloader() -> None:
         manual_seed(SEED)
         engine.run(shuffled_loader(), max_epochs=1)
         sampler = engine.state.dataloader.batch_sampler
-        assert isinstance(sampler, hotloop.ReproducibleBatchSampler)
+        assert isinstance(sampler, ignite.engine.deterministic.ReproducibleBatchSampler)
         replaced = hotloop.update_dataloader(
             engine.state.dataloader, hotloop.ReproducibleBatchSampler(sampler.batch_sampler)
         )

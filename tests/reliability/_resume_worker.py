@@ -36,7 +36,7 @@ def _loader(eager_sampler: bool = False) -> DataLoader:
 
 
 class _EagerReproducibleBatchSampler(ReproducibleBatchSampler):
-    """The fix proposed for hotloop's DeterministicEngine: draw the epoch's batch indices when ``iter()`` is called.
+    """A user's own sampler that draws the epoch's batch indices when ``iter()`` is called (kept by the engine).
 
     Ignite's ``__iter__`` is a generator, so the indices are drawn at the first ``next()``; when a run resumes in
     the middle of an epoch, ``DeterministicEngine._setup_engine`` restores the saved random state between

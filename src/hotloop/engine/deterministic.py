@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ignite.engine.deterministic import DeterministicEngine as _IgniteDeterministicEngine
-from ignite.engine.deterministic import ReproducibleBatchSampler, keep_random_state, update_dataloader
+from ignite.engine.deterministic import ReproducibleBatchSampler as _IgniteReproducibleBatchSampler
+from ignite.engine.deterministic import keep_random_state, update_dataloader
+from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import _DatasetKind
 
 from hotloop.engine.engine import Engine
 
 __all__ = ["DeterministicEngine", "ReproducibleBatchSampler", "keep_random_state", "update_dataloader"]
+
+
+class ReproducibleBatchSampler(_IgniteReproducibleBatchSampler):
+    """Ignite's :class:`~ignite.engine.deterministic.ReproducibleBatchSampler` that can draw an epoch's indices early.
+
+    Ignite's ``__iter__`` is a generator: the indices are drawn at the first ``next()``. When a run resumes in the
+    middle of an epoch, the saved random state is restored between ``iter()`` and that ``next()``, so the resumed
+    epoch would get another permutation than the interrupted one had. :meth:`prime` draws them from the epoch's seed
+    before that, and the next ``__iter__`` uses them.
+    """
+
+    _primed = False
+
+    def prime(self) -> None:
+        """Draws this epoch's batch indices now; the next ``__iter__`` yields them."""
+        self.setup_batch_indices()
+        self._primed = True
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self._primed:
+            self.setup_batch_indices()
+        self._primed = False
+        yield from self.batch_indices
 
 
 class DeterministicEngine(Engine, _IgniteDeterministicEngine):
@@ -28,3 +54,20 @@ class DeterministicEngine(Engine, _IgniteDeterministicEngine):
 
     def __init__(self, process_function: Callable[[Any, Any], Any]) -> None:
         super().__init__(process_function)
+
+    def _setup_engine(self) -> None:
+        data = self.state.dataloader
+        if isinstance(data, DataLoader) and getattr(data, "_dataset_kind", _DatasetKind.Map) == _DatasetKind.Map:
+            batch_sampler = data.batch_sampler
+            if batch_sampler is not None and not isinstance(batch_sampler, _IgniteReproducibleBatchSampler):
+                self.state.dataloader = update_dataloader(data, ReproducibleBatchSampler(batch_sampler))  # type: ignore[arg-type]
+        super()._setup_engine()
+
+    def _from_iteration(self, iteration: int) -> Iterator:
+        data_iter = super()._from_iteration(iteration)
+        sampler = getattr(self.state.dataloader, "batch_sampler", None)
+        if isinstance(sampler, ReproducibleBatchSampler) and self._dataloader_len and iteration % self._dataloader_len:
+            # Resuming mid-epoch: draw the epoch's indices from its seed before the saved random state is restored
+            # (Ignite 0.5.5 draws them after, and the resumed epoch gets another order; docs/differences.md).
+            sampler.prime()
+        return data_iter
