@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from ignite.engine.deterministic import DeterministicEngine as _IgniteDeterministicEngine
@@ -32,7 +32,7 @@ class ReproducibleBatchSampler(_IgniteReproducibleBatchSampler):
         self.setup_batch_indices()
         self._primed = True
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Generator[list[int], None, None]:
         if not self._primed:
             self.setup_batch_indices()
         self._primed = False
