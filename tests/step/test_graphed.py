@@ -650,3 +650,46 @@ class TestOnGPU:
             for _ in range(3):
                 (out,) = step(x, None)
         torch.testing.assert_close(out, x * 4)
+
+
+@pytest.mark.parametrize(("ddp", "first_capture"), [(False, 4), (True, 12)])
+def test_ddp_models_warm_up_eleven_iterations_before_capture(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, ddp: bool, first_capture: int
+) -> None:
+    """PyTorch's CUDA notes: DDP needs at least 11 eager iterations before its step is captured (the default is 3)."""
+    import torch.distributed as dist
+    from ignite.engine import _prepare_batch
+
+    from hotloop.step.steps import build_train_step
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model, optimizer = _model_and_sgd()
+        if ddp:
+            model = nn.parallel.DistributedDataParallel(model)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        fake = FakeBackend(model, optimizer)
+        monkeypatch.setattr(graphed, "_backend", fake)
+        update = build_train_step(
+            model,
+            optimizer,
+            F.mse_loss,
+            device="cpu",
+            non_blocking=False,
+            prepare_batch=_prepare_batch,
+            model_transform=lambda output: output,
+            output_transform=lambda x, y, y_pred, loss: loss.detach(),
+            gradient_accumulation_steps=1,
+            model_fn=lambda m, x: m(x),
+            cuda_graphs=True,
+        )
+        engine = type("E", (), {})()
+        engine.state = type("S", (), {})()
+        captures = []
+        for iteration, batch in enumerate(_batches([4] * 14), start=1):
+            engine.state.iteration = iteration
+            update(engine, batch)
+            captures.append(fake.n_captures)
+    finally:
+        dist.destroy_process_group()
+    assert captures.index(1) + 1 == first_capture

@@ -12,12 +12,22 @@ from typing import Any
 
 import torch
 from ignite.engine import _prepare_batch as _ignite_prepare_batch
+from torch.nn.parallel import DistributedDataParallel
 
 from hotloop.step.compiled import CompiledStep, resolve_compile
 
 __all__ = ["build_eval_step", "build_train_step"]
 
 _logger = logging.getLogger(__name__)
+
+# Eager iterations per input shape before a CUDA-graph capture. DDP needs at least 11 (PyTorch CUDA notes, "Usage
+# with DistributedDataParallel": its reducer rebuilds buckets and registers hooks during the first iterations).
+_GRAPH_WARMUP_ITERS = 3
+_DDP_GRAPH_WARMUP_ITERS = 11
+
+
+def _graph_warmup_iters(model: torch.nn.Module) -> int:
+    return _DDP_GRAPH_WARMUP_ITERS if isinstance(model, DistributedDataParallel) else _GRAPH_WARMUP_ITERS
 
 
 def _autocast(amp: bool, cache_enabled: bool = True) -> Any:
@@ -151,6 +161,7 @@ def build_train_step(
             partial(compute_and_step, cache_enabled=False),
             pre_capture=lambda: optimizer.zero_grad(set_to_none=True),
             eager_step=lambda x, y: (optimizer.zero_grad(), eager_body(x, y))[1],
+            warmup_iters=_graph_warmup_iters(model),
             optimizer=optimizer,
             device=device,
             name="train step",
@@ -237,6 +248,7 @@ def build_eval_step(
             lambda x, y: (forward(x, cache_enabled=False), None),
             pre_capture=None,
             eager_step=lambda x, y: (forward(x), None),
+            warmup_iters=_graph_warmup_iters(model),
             optimizer=None,
             device=device,
             name="evaluation step",
