@@ -476,17 +476,22 @@ PyObject* call_unbind_dim_kw(PyObject* tensor) {
   return PyObject_Vectorcall(g.unbind, args, 1, g.dim_kwnames);
 }
 
-// `[t.item() for t in out] if out[0].ndim == 0 and detach else list(out)`, after the emptiness check.
+// `[t.item() for t in out] if out[0].ndim == 0 and detach else list(out)`, after the emptiness check. Inside a
+// container (depth > 0) the samples are a column that only zip_columns reads, so torch.unbind's tuple is returned
+// as it is instead of being copied into a list; the batch itself (depth 0) gives the list MONAI returns.
 PyObject* finish_unbound(PyObject* parts, const Options& o, const State& s, size_t depth, PyObject* tensor) {
-  Ref out = Ref::steal(PySequence_List(parts));
+  const bool as_tuple = depth > 0 && PyTuple_CheckExact(parts);
+  Ref out = as_tuple ? Ref::borrow(parts) : Ref::steal(PySequence_List(parts));
   if (!out) return nullptr;
-  const Py_ssize_t n = PyList_GET_SIZE(out.get());
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(out.get());
   if (n == 0) return raise_empty_batch(s, depth, tensor);
-  Ref ndim = Ref::steal(PyObject_GetAttr(PyList_GET_ITEM(out.get(), 0), g.names.ndim));
+  Ref ndim = Ref::steal(PyObject_GetAttr(PySequence_Fast_GET_ITEM(out.get(), 0), g.names.ndim));
   if (!ndim) return nullptr;
   const int zero = equals_zero(ndim.get());
   if (zero < 0) return nullptr;
   if (!zero || !o.detach) return out.release();
+  if (as_tuple) out = Ref::steal(PySequence_List(parts));  // .item() replaces the samples: a list of its own
+  if (!out) return nullptr;
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* item = PyObject_CallMethodNoArgs(PyList_GET_ITEM(out.get(), i), g.names.item);
     if (item == nullptr) return nullptr;
@@ -660,6 +665,7 @@ PyObject* decollate_meta_tensor(PyObject* obj, const Options& o, State& s) {
     if (PyObject_SetAttr(PyTuple_GET_ITEM(parts.get(), i), g.names.dunder_dict, dicts[i].get()) < 0) return nullptr;
   }
   if (n == 0) return raise_empty_batch(s, depth, obj);
+  if (depth > 0 && PyTuple_CheckExact(parts.get())) return parts.release();  // a column: see finish_unbound
   return PySequence_List(parts.get());
 }
 
@@ -681,6 +687,9 @@ PyObject* decollate_tensor(PyObject* obj, Py_ssize_t ndim, const Options& o, Sta
 
 // ---------------------------------------------------------------------------------------------------------------
 // Containers: decollate every value, then zip the per-sample lists (MONAI's _non_zipping_check and zip step).
+
+// PyDict_New's table (PyDict_MINSIZE = 8 slots) takes 5 keys; the sixth resizes it.
+constexpr size_t kDictKeysWithoutResize = 5;
 
 struct Columns {
   bool mapping = false;
@@ -809,8 +818,17 @@ PyObject* zip_columns(Columns& c, const Options& o, State& s, PathGuard& guard) 
   }
   Ref out = Ref::steal(PyList_New(rows));
   if (!out) return nullptr;
+  // A new dict holds kDictKeysWithoutResize keys before its first resize (a new table, every key re-inserted).
+  // With more keys, every row after the first starts as a copy of the first (its key table cloned as it is) and
+  // gets its own values by replacement: the same keys in the same order, without the resize.
+  const bool copy_first_row = c.mapping && n > kDictKeysWithoutResize;
   for (Py_ssize_t r = 0; r < rows; ++r) {
-    Ref row = Ref::steal(c.mapping ? PyDict_New() : PyList_New(static_cast<Py_ssize_t>(n)));
+    Ref row;
+    if (copy_first_row && r > 0) {
+      row = Ref::steal(PyDict_Copy(PyList_GET_ITEM(out.get(), 0)));
+    } else {
+      row = Ref::steal(c.mapping ? PyDict_New() : PyList_New(static_cast<Py_ssize_t>(n)));
+    }
     if (!row) return nullptr;
     for (size_t i = 0; i < n; ++i) {
       PyObject* column = columns[i].get();

@@ -169,7 +169,7 @@ def _leaves(batch_size: int) -> st.SearchStrategy[Any]:
 def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     keys = st.one_of(st.text(min_size=1, max_size=3), st.integers(0, 4))
     return st.one_of(
-        st.dictionaries(keys, children, max_size=4),
+        st.dictionaries(keys, children, max_size=7),  # over 5 keys: the native rows are copies of the first
         st.lists(children, max_size=4),
         st.lists(children, max_size=3).map(tuple),
         st.dictionaries(st.text(max_size=2), children, max_size=3).map(collections.OrderedDict),
@@ -385,6 +385,29 @@ def test_detach_gives_numbers_for_0d_and_1d_and_keeps_the_graph_without():
     assert out[0]["x"].requires_grad and out[0]["v"].ndim == 0
     sum(sample["x"].sum() for sample in out).backward()
     assert torch.equal(base.grad, torch.full((3, 2), 2.0))
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_rows_of_mappings_with_many_keys_keep_their_keys_and_order(pad):
+    # More keys than a new dict holds without resizing: the native module copies the first row's key table.
+    keys = ["image", 3, ("a", 1), "label", 0, "name", None, 2.5, "extra"]
+    values = [torch.rand(3, 2), [1, 2, 3], [b"a", b"b", b"c"], torch.tensor([4, 5, 6]), [None, "x"], ["p", "q", "r"]]
+    values += [[7, 8, 9], torch.rand(3, 1, 1), [[1], [2, 3], []] if pad else [[1, 2], [3, 4], [5, 6]]]
+    if pad:  # values with no batch dimension, repeated per sample
+        keys += ["s", 8, "zero_d"]
+        values += ["s", 7, torch.tensor(1.5)]
+    batch = dict(zip(keys, values))
+    _, out = assert_outcomes(batch, pad=pad, fill_value="fill")
+    assert [list(row) for row in out] == [keys] * len(out)
+    assert out[0] is not out[1] and out[1]["image"].data_ptr() == batch["image"][1].data_ptr()
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_1d_tensors_inside_containers_whose_numbers_come_from_item(detach):
+    # uint16 and uint32 are not in the native module's exact-tolist dtypes: unbind, then .item() per sample.
+    batch = {"u16": torch.arange(3).to(torch.uint16), "u32": [torch.arange(3).to(torch.uint32), ["k", "l", "m"]]}
+    _, out = assert_outcomes(batch, detach=detach)
+    assert isinstance(out[2]["u16"], int) if detach else out[2]["u16"].ndim == 0
 
 
 @pytest.mark.parametrize("dtype", _DTYPES)

@@ -13,7 +13,8 @@ Providers: ``raw`` calls a function that returns the batch (the loop's own cost)
 must do (one ``unbind`` per batched tensor, metadata tensors included, ``tolist`` for 1-d ones), the floor set by
 torch's cost per view; ``monai`` is ``monai.data.decollate_batch``, ``hotloop`` is
 ``hotloop.collate.decollate_batch`` (the native module) and ``reference`` its pure-Python reference. The issue's
-targets: at least 10× on the MetaTensor batch at batch 16, at least 3× on the plain-tensor batch.
+targets: at least 10× on the MetaTensor batch at batch 16, at least 3× on the plain-tensor batch. ``monai`` ÷
+``views`` bounds every implementation's ratio (about 6× and 2.5× there: docs/native.md, "Speed").
 
 MONAI is an optional dependency of hotloop: without it this case has no scenario.
 """
