@@ -26,11 +26,11 @@ def quick_run(compare, tmp_path_factory):
     return code, output, json.loads((output / "results.json").read_text(encoding="utf-8"))
 
 
-def test_quick_run_exits_zero_and_draws_the_chart(quick_run):
+def test_quick_run_exits_zero_and_draws_the_charts(quick_run):
     code, output, _ = quick_run
     assert code == 0
-    chart = output / "us_per_iter.png"
-    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("us_per_iter.png", "ratios.png"):
+        assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_quick_run_reports_every_scenario_and_provider(compare, quick_run):

@@ -3,12 +3,14 @@
 Every scenario of every registered case (:mod:`hotloop.bench.cases`) runs its providers — ``raw`` (a bare loop), the
 original (``ignite``) and ``hotloop`` — interleaved round by round (raw, ignite, hotloop, raw, ignite, hotloop, …) after
 warm-up rounds, so that the machine's drift hits all of them alike. Each timed round syncs the device before it stops
-the clock. The command prints one Markdown table, writes the same numbers as JSON and draws a PNG bar chart.
+the clock. The command prints one Markdown table, writes the same numbers as JSON and draws two PNG charts:
+``us_per_iter.png`` (one panel per case, µs per iteration of every provider) and ``ratios.png`` (each scenario's
+overhead ratio against its target). A progress bar on stderr counts the rounds.
 
 Usage::
 
-    hotloop bench                  # full run (about a minute on 2 cores)
-    hotloop bench --quick          # a few seconds: fewer iterations and rounds
+    hotloop bench                  # full run (several minutes on 2 cores)
+    hotloop bench --quick          # fewer iterations and rounds (about 2 minutes on 2 cores)
     hotloop bench --only handlers  # one case or scenario (``case``, ``scenario`` or ``case/scenario``)
     hotloop bench --output out/ --json out/run.json --check
 
@@ -76,25 +78,28 @@ import torch
 import hotloop
 from hotloop.bench.cases import Scenario, device_sync, load_cases
 
-__all__ = ["main"]
+__all__ = ["add_arguments", "main", "run"]
 
 _FULL = {"warmup_rounds": 2, "rounds": 10}
 _QUICK = {"warmup_rounds": 1, "rounds": 3}
 _CHART_NAME = "us_per_iter.png"
+_RATIO_CHART_NAME = "ratios.png"
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="hotloop bench", description="Side-by-side benchmark of raw loop, original and hotloop providers."
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer iterations and rounds: runs in a few seconds")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the benchmark's options to ``parser`` (used by ``hotloop bench`` and by :func:`main`).
+
+    Args:
+        parser: The (sub)command's parser.
+    """
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and rounds: about 2 minutes on 2 cores")
     parser.add_argument("--only", metavar="NAME", help="run one case or scenario: CASE, SCENARIO or CASE/SCENARIO")
     parser.add_argument(
         "--output",
         metavar="DIR",
         type=Path,
         default=Path("results"),
-        help="folder for the chart and the default JSON (default: results)",
+        help="folder for the charts and the default JSON (default: results)",
     )
     parser.add_argument("--json", metavar="PATH", type=Path, help="JSON results file (default: DIR/results.json)")
     parser.add_argument(
@@ -104,6 +109,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--warmup", metavar="N", type=_int_at_least(0, "non-negative"), help="warm-up rounds (overrides the mode's)"
     )
     parser.add_argument("--check", action="store_true", help="exit with 1 if a scenario misses its target")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="no progress bar (it is off when stderr is no tty)"
+    )
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="hotloop bench", description="Side-by-side benchmark of raw loop, original and hotloop providers."
+    )
+    add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -143,16 +158,23 @@ def _time_round(run: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _measure(scenario: Scenario, iterations: int, warmup_rounds: int, rounds: int) -> dict[str, list[float]]:
-    """Runs the providers interleaved, round after round; returns µs per iteration of each timed round."""
+def _measure(
+    scenario: Scenario, iterations: int, warmup_rounds: int, rounds: int, tick: Callable[[], object]
+) -> dict[str, list[float]]:
+    """Runs the providers interleaved, round after round; returns µs per iteration of each timed round.
+
+    ``tick()`` is called after each round, outside the timed region (it advances the progress bar).
+    """
     runs = {name: build(iterations) for name, build in scenario.providers.items()}
     for _ in range(warmup_rounds):
         for run in runs.values():
             _time_round(run)
+            tick()
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, run in runs.items():
             samples[name].append(_time_round(run) / iterations * 1e6)
+            tick()
     return samples
 
 
@@ -176,7 +198,7 @@ def _ratio(original_overhead: float, candidate_overhead: float) -> float:
 
 
 def _summarize(case: str, scenario: Scenario, iterations: int, samples: dict[str, list[float]]) -> dict[str, Any]:
-    providers = {
+    providers: dict[str, dict[str, Any]] = {
         name: {
             "us_per_iter": _stats(values),
             "overhead_vs_reference_us": _paired_overhead(samples, name, scenario.reference),
@@ -302,6 +324,13 @@ def _write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
+def _by_case(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    cases: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        cases.setdefault(result["case"], []).append(result)
+    return cases
+
+
 def _provider_order(results: list[dict[str, Any]]) -> list[str]:
     """All providers, each scenario's run order kept: a new name goes before the next one already placed."""
     order: list[str] = []
@@ -324,19 +353,28 @@ def _bar_positions(results: list[dict[str, Any]], providers: list[str], width: f
     return positions
 
 
-def _plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Grouped bars of µs/iteration (median, IQR whiskers) per scenario and provider, on a log scale."""
+def _figure(width: float, height: float) -> Any:
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ModuleNotFoundError as error:
-        raise ModuleNotFoundError("compare.py draws its chart with matplotlib: pip install 'hotloop[bench]'") from error
+        raise ModuleNotFoundError(
+            "hotloop bench draws its charts with matplotlib: pip install 'hotloop[bench]'"
+        ) from error
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _value_label(value: float) -> str:
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
+def _plot_case(axes: Any, case: str, results: list[dict[str, Any]], colors: dict[str, Any]) -> None:
+    """One case's panel: bars of µs/iteration (median, IQR whiskers) per scenario and provider, log scale."""
     providers = _provider_order(results)
     width = 0.8 / max(len(result["providers"]) for result in results)
     slots = _bar_positions(results, providers, width)
-    figure = Figure(figsize=(max(6.0, 2.5 * len(results)), 4.5), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots()
     for name in providers:
         drawn = [
             (slots[index, name], result["providers"][name]["us_per_iter"])
@@ -348,43 +386,126 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
             [stats["median"] - stats["q1"] for _, stats in drawn],
             [stats["q3"] - stats["median"] for _, stats in drawn],
         )
-        bars = axes.bar([position for position, _ in drawn], medians, width, yerr=errors, capsize=2, label=name)
-        axes.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
-    axes.set_xticks(range(len(results)), [f"{result['case']}/{result['scenario']}" for result in results])
+        bars = axes.bar([x for x, _ in drawn], medians, width, yerr=errors, capsize=2, label=name, color=colors[name])
+        axes.bar_label(bars, labels=[_value_label(m) for m in medians], fontsize=6, padding=2, rotation=90)
+    axes.set_xticks(range(len(results)), [result["scenario"] for result in results], fontsize=8)
+    if len(results) > 4:  # long scenario names side by side would overlap
+        axes.tick_params(axis="x", labelrotation=20)
     axes.set_yscale("log")
-    axes.set_ylabel("µs per iteration (median, IQR)")
-    axes.set_title("Loop cost per iteration, providers interleaved in one run")
-    figure.legend(loc="outside lower center", ncols=len(providers))
+    axes.margins(y=0.25)  # room above the tallest bar for its rotated label
+    axes.set_ylabel("µs per iteration")
+    axes.set_title(f"{case}: median µs per iteration (whiskers: IQR), lower is better", fontsize=10)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="provider", title_fontsize=8)
+
+
+def _plot(results: list[dict[str, Any]], path: Path, subtitle: str = "") -> None:
+    """µs per iteration: one panel per case (each on its own log scale), every provider of its scenarios."""
+    cases = _by_case(results)
+    figure = _figure(12.0, 3.4 * len(cases))
+    palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
+    colors = {name: palette[i % len(palette)] for i, name in enumerate(_provider_order(results))}
+    panels = figure.subplots(len(cases), 1, squeeze=False)[:, 0]
+    for axes, (case, case_results) in zip(panels, cases.items()):
+        _plot_case(axes, case, case_results, colors)
+    figure.suptitle(f"hotloop bench: providers interleaved round by round in one process\n{subtitle}".strip())
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
 
 
-def _run(selected: list[tuple[str, Scenario]], quick: bool, warmup_rounds: int, rounds: int) -> list[dict[str, Any]]:
+def _ratio_color(result: dict[str, Any]) -> str:
+    return {"PASS": "tab:green", "FAIL": "tab:red"}.get(result["result"], "tab:blue")
+
+
+def _plot_ratios(results: list[dict[str, Any]], path: Path, subtitle: str = "") -> None:
+    """The headline: each scenario's original÷hotloop overhead ratio, with its target, on a log scale."""
+    shown = [r for r in results if math.isfinite(r["overhead_ratio"]["vs_baseline"])]
+    shown = [r for r in shown if r["overhead_ratio"]["vs_baseline"] > 0]
+    figure = _figure(9.0, 1.2 + 0.32 * max(len(shown), 1))
+    axes = figure.subplots()
+    labels = [f"{r['case']}/{r['scenario']} ({r['original']}÷{r['candidate']})" for r in shown]
+    ratios = [r["overhead_ratio"]["vs_baseline"] for r in shown]
+    y = list(range(len(shown)))[::-1]
+    bars = axes.barh(y, ratios, color=[_ratio_color(r) for r in shown])
+    axes.bar_label(bars, labels=[f"{ratio:.1f}×" for ratio in ratios], fontsize=8, padding=3)
+    for row, result in zip(y, shown):
+        if result["target_ratio"] is not None:
+            axes.plot([result["target_ratio"]] * 2, [row - 0.4, row + 0.4], color="black", linewidth=2)
+    axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    axes.set_yticks(y, labels, fontsize=8)
+    axes.set_xscale("log")
+    axes.margins(x=0.15)
+    axes.set_xlabel("original ÷ hotloop, cost over each scenario's baseline (higher is better; 1× = equal)")
+    axes.set_title(
+        "Original ÷ hotloop (black tick: target; green: meets it, red: misses it, blue: no target)\n" + subtitle,
+        fontsize=9,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+
+
+def _subtitle(report: dict[str, Any]) -> str:
+    """Date, mode and machine, for the charts: figures are only comparable with their context."""
+    machine, versions = report["machine"], report["versions"]
+    return (
+        f"{report['date'][:10]}, {report['mode']} run ({report['rounds']} rounds), {machine['usable_cpus']} CPUs "
+        f"{machine['machine']}, torch {versions['torch']}, ignite {versions['ignite']}"
+    )
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        return None
+
+    def set_description_str(self, text: str) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    """A tqdm bar on stderr counting rounds (off when stderr is not a terminal, or without tqdm)."""
+    if not enabled:
+        return _NoProgress()
+    try:
+        from tqdm import tqdm
+    except ModuleNotFoundError:
+        return _NoProgress()
+    return tqdm(total=total, unit="round", disable=None, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _run(
+    selected: list[tuple[str, Scenario]], quick: bool, warmup_rounds: int, rounds: int, progress: bool = False
+) -> list[dict[str, Any]]:
     results = []
+    total = sum((warmup_rounds + rounds) * len(scenario.providers) for _, scenario in selected)
+    bar = _progress(total, progress)
     # Freezing what exists now keeps a full collection that falls inside a timed round from walking torch's heap
     # (a full gc.collect() right after importing torch and ignite takes ~0.1 s on the 2-core machine).
     gc.collect()
     gc.freeze()
     try:
         for case, scenario in selected:
+            bar.set_description_str(f"{case}/{scenario.name}")
             iterations = scenario.quick_iterations if quick else scenario.iterations
-            samples = _measure(scenario, iterations, warmup_rounds, rounds)
+            samples = _measure(scenario, iterations, warmup_rounds, rounds, bar.update)
             results.append(_summarize(case, scenario, iterations, samples))
     finally:
         gc.unfreeze()
+        bar.close()
     return results
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the comparison, prints the table, writes the JSON and the chart.
+def run(args: argparse.Namespace) -> int:
+    """Runs the comparison from parsed options, prints the table, writes the JSON and the charts.
 
     Args:
-        argv: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
+        args: What a parser set up by :func:`add_arguments` returned.
 
     Returns:
-        The exit code: 0, or 1 when ``--check`` is given and a scenario misses its target.
+        The exit code: 0; 1 when ``--check`` is given and a scenario misses its target; 2 when ``--only`` matches
+        nothing.
     """
-    args = _parse_args(argv)
     mode = _QUICK if args.quick else _FULL
     warmup_rounds = mode["warmup_rounds"] if args.warmup is None else args.warmup
     rounds = mode["rounds"] if args.rounds is None else args.rounds
@@ -394,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hotloop bench: error: {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    results = _run(selected, args.quick, warmup_rounds, rounds)
+    results = _run(selected, args.quick, warmup_rounds, rounds, getattr(args, "progress", True))
     report = {
         "schema_version": 1,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -406,14 +527,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     json_path = args.json if args.json is not None else args.output / "results.json"
     _write_json(report, json_path)
-    _plot(results, args.output / _CHART_NAME)
+    charts = [args.output / _CHART_NAME, args.output / _RATIO_CHART_NAME]
+    subtitle = _subtitle(report)
+    _plot(results, charts[0], subtitle)
+    _plot_ratios(results, charts[1], subtitle)
     print(_markdown_table(results))
     print()
     print(_legend(results))
     print(f"{report['mode']} run, {rounds} rounds after {warmup_rounds} warm-up, {time.perf_counter() - started:.1f} s")
-    print(f"wrote {json_path} and {args.output / _CHART_NAME}")
+    print(f"wrote {json_path}, {charts[0]} and {charts[1]}")
     failed = [result["scenario"] for result in results if result["result"] == "FAIL"]
     return 1 if args.check and failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the comparison, prints the table, writes the JSON and the charts.
+
+    Args:
+        argv: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+        The exit code: 0, or 1 when ``--check`` is given and a scenario misses its target.
+    """
+    return run(_parse_args(argv))
 
 
 if __name__ == "__main__":
