@@ -17,7 +17,14 @@ import torch
 
 __all__ = ["CASES", "Scenario", "device_sync", "load_cases"]
 
-CASES: tuple[str, ...] = ("engine_overhead", "trainer_digits", "decollate", "fused_dice", "dali_loader")
+CASES: tuple[str, ...] = (
+    "engine_overhead",
+    "trainer_digits",
+    "decollate",
+    "fused_dice",
+    "dali_loader",
+    "evaluator_monai",
+)
 
 #: A provider: ``build(iterations) -> run``, where ``run()`` performs one round of ``iterations`` iterations.
 Provider = Callable[[int], Callable[[], object]]
