@@ -45,9 +45,7 @@ import argparse
 import gc
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +54,7 @@ from typing import Any
 
 import torch
 
-from . import Scenario, device_sync
+from . import Scenario, _memory, device_sync
 
 __all__ = ["SCENARIOS", "main"]
 
@@ -269,44 +267,15 @@ SCENARIOS: list[Scenario] = _scenarios()
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _child_peak_extra(provider: str, iterations: int) -> int:
     """In the child: bytes of peak memory above the memory before one round (after a warm-up round)."""
-    run = SCENARIOS[0].providers[provider](iterations)
-    run()
-    gc.collect()
-    if _DEVICE.type == "cuda":
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    before = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
-        clear.write("5")  # resets VmHWM to the current RSS
-    run()
-    return (_status_kib("VmHWM") - before) * 1024
+    return _memory.peak_extra_bytes(SCENARIOS[0].providers[provider](iterations), cuda=_DEVICE.type == "cuda")
 
 
 def _peak_extra(provider: str, iterations: int) -> int | None:
     """Peak extra bytes of one round of ``provider``, measured in a fresh process; ``None`` off Linux."""
-    if not Path("/proc/self/clear_refs").exists():
-        return None
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    command = [sys.executable, "-m", "hotloop.bench.cases.evaluator_monai", "--child", provider, str(iterations)]
-    command += ["--threads", str(_OPTIONS["threads"])]
-    child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    if child.returncode:
-        raise RuntimeError(f"peak-memory child for {provider!r} failed:\n{child.stderr}")
-    return int(json.loads(child.stdout.strip().splitlines()[-1])["peak_extra_bytes"])
+    args = [provider, str(iterations), "--threads", str(_OPTIONS["threads"])]
+    return _memory.measure_in_child("hotloop.bench.cases.evaluator_monai", args, f"{provider!r}")
 
 
 def _time(scenario: Scenario, iterations: int, rounds: int) -> tuple[dict[str, dict[str, list[float]]], dict[str, Any]]:

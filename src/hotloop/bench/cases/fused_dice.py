@@ -39,9 +39,7 @@ import argparse
 import gc
 import importlib.util
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +52,7 @@ from ignite.metrics import ConfusionMatrix, DiceCoefficient
 from hotloop import ops
 from hotloop.metrics import MeanDice
 
-from . import Scenario, device_sync
+from . import Scenario, _memory, device_sync
 
 __all__ = ["SCENARIOS", "main"]
 
@@ -228,45 +226,15 @@ _CLASSES = {scenario.name: int(scenario.name.split("_")[1][1:]) for scenario in 
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _child_peak_extra(scenario_name: str, provider: str) -> int:
-    """In the child: bytes of peak memory above the memory before one round (after a warm-up round).
-
-    Host memory (RSS) for the CPU scenarios, the CUDA caching allocator's peak for the GPU one.
-    """
+    """In the child: bytes of peak memory above the memory before one round (after a warm-up round)."""
     scenario = next(s for s in SCENARIOS if s.name == scenario_name)
-    run = scenario.providers[provider](1)
-    run()
-    gc.collect()
-    if scenario_name.endswith("_cuda"):
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
-    before = _status_kib("VmRSS")
-    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
-        clear.write("5")  # resets VmHWM to the current RSS
-    run()
-    return (_status_kib("VmHWM") - before) * 1024
+    return _memory.peak_extra_bytes(scenario.providers[provider](1), cuda=scenario_name.endswith("_cuda"))
 
 
 def _peak_extra(scenario_name: str, provider: str) -> int | None:
     """Peak extra bytes of one round of ``provider``, measured in a fresh process; ``None`` off Linux."""
-    if not Path("/proc/self/clear_refs").exists():
-        return None
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    command = [sys.executable, "-m", "hotloop.bench.cases.fused_dice", "--child", scenario_name, provider]
-    child = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    return int(json.loads(child.stdout.strip().splitlines()[-1])["peak_extra_bytes"])
+    return _memory.measure_in_child("hotloop.bench.cases.fused_dice", [scenario_name, provider], f"{provider!r}")
 
 
 def _time(scenario: Scenario, rounds: int) -> dict[str, list[float]]:
