@@ -22,7 +22,9 @@ one intra-op thread (see ``_OPTIONS``; ``--threads`` here). On a machine with CU
 (the batches are moved by the evaluators, as from a loader); not run here: no GPU was available.
 
 Measured on the shared 2-core machine (``compare.py``, 10 rounds after 2 warm-up, one thread): MONAI 99 ms/batch,
-hotloop 47 ms (2.1×), hotloop_fused 29 ms (3.4×), raw 94 ms; identical mean Dice for raw, monai and hotloop.
+hotloop 47 ms (2.1×), hotloop_fused 29 ms (3.4×), raw 94 ms; identical mean Dice for raw, monai and hotloop. On the
+same machine when it was quiet (2026-11-30, 5 rounds): one thread MONAI 94.0 ms, hotloop 42.6 ms (2.2×); torch's
+default two threads (``--threads 2``) MONAI 132 ms, hotloop 27.0 ms (4.9×), hotloop_fused 17.1 ms (7.7×).
 
 Run this module for time, peak extra memory and the metric values side by side::
 
