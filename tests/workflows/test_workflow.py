@@ -157,11 +157,17 @@ _CLASSES = [
 _FUNCTIONS = ["default_prepare_batch", "default_make_latent", "default_metric_cmp_fn", "engine_apply_transform"]
 
 
+# hotloop-only keyword-only options appended after MONAI's arguments (docs/migration-monai.md, "Speed options").
+_HOTLOOP_ONLY = {"prefetch", "cuda_graphs"}
+
+
 def _params(obj: Any) -> list[tuple[str, Any, Any]]:
     import inspect
 
     out = []
     for p in inspect.signature(obj).parameters.values():
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name in _HOTLOOP_ONLY:
+            continue
         default = p.default
         if callable(default) and hasattr(default, "__name__"):
             default = default.__name__  # MONAI's default_prepare_batch vs hotloop's: same name and behaviour

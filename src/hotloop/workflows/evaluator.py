@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -12,7 +13,16 @@ from torch.utils.data import DataLoader
 
 from hotloop.engine import Engine
 from hotloop.workflows import _monai
-from hotloop.workflows._iteration import autocast, eval_mode, network_forward, plain, prepared, train_mode
+from hotloop.workflows._iteration import (
+    GraphedIteration,
+    autocast,
+    eval_mode,
+    graphs_wanted,
+    network_forward,
+    plain,
+    prepared,
+    train_mode,
+)
 from hotloop.workflows.utils import (
     CommonKeys,
     EngineStatsKeys,
@@ -171,6 +181,19 @@ class SupervisedEvaluator(Evaluator):
             (one graph per input shape, eager fallback): False, True, ``"auto"`` or a dict of ``torch.compile``
             arguments.
         compile_kwargs: ``torch.compile`` arguments when ``compile`` is True.
+        cuda_graphs: hotloop only (keyword-only). False (default), True or ``"auto"`` (on where CUDA is available):
+            run the inferer/network forward as a CUDA graph per input shape (:class:`~hotloop.step.GraphedStep`:
+            warm-up, capture, replay, eager fallbacks with one warning). ``FORWARD_COMPLETED`` and
+            ``MODEL_COMPLETED`` fire after the graph, so their handlers cost the graph nothing; ``pred`` in
+            ``state.output`` is a copy. Not with ``amp`` or ``mode="train"`` (eager, one warning).
+        prefetch: hotloop only (keyword-only). On a CUDA device, pin each batch and copy the next one to
+            ``device`` on a side stream while the current iteration runs (:class:`~hotloop.step.DevicePrefetcher`);
+            ``state.batch`` then holds the batch on the device. Elsewhere it does nothing.
+
+    Raises:
+        TypeError: ``prefetch`` is not a bool.
+        ValueError: ``mode`` is not ``"eval"`` or ``"train"``, or ``cuda_graphs`` is not False, True or ``"auto"``.
+        RuntimeError: ``cuda_graphs=True`` without a usable CUDA device.
 
     Examples:
         >>> import torch
@@ -206,6 +229,9 @@ class SupervisedEvaluator(Evaluator):
         amp_kwargs: dict | None = None,
         compile: bool | str | dict = False,
         compile_kwargs: dict | None = None,
+        *,
+        cuda_graphs: bool | str = False,
+        prefetch: bool = False,
     ) -> None:
         super().__init__(
             device=device,
@@ -227,11 +253,27 @@ class SupervisedEvaluator(Evaluator):
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
+        self._hl_attach_prefetch(prefetch)
         self.network = network
         self.compile = compile
         self._hl_forward = network_forward(network, compile, compile_kwargs, self.state.device)
         self._hl_forward_net = network  # a network assigned later to ``self.network`` runs as it is
         self.inferer = _monai.default_inferer() if inferer is None else inferer
+        self.cuda_graphs = cuda_graphs
+        self._hl_graphed = self._hl_graphed_iteration(cuda_graphs)
+
+    def _hl_graphed_iteration(self, cuda_graphs: bool | str) -> GraphedIteration | None:
+        """The graphed forward, or None when ``cuda_graphs`` is off or cannot apply."""
+        unsupported = "amp=True" if self.amp else None
+        if self.mode is not eval_mode:
+            unsupported = "mode='train'"
+        if not graphs_wanted(cuda_graphs, self.state.device, "SupervisedEvaluator", unsupported):
+            return None
+        compute = partial(_forward_step, self.inferer, self._hl_forward)
+        return GraphedIteration(compute, compute, None, None, self._hl_graph_parts(), (), "SupervisedEvaluator")
+
+    def _hl_graph_parts(self) -> tuple[Any, ...]:
+        return (self.network, self.inferer, self.mode)
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:
         """One evaluation iteration; returns ``state.output`` (``image``, ``label``, ``pred``).
@@ -242,13 +284,23 @@ class SupervisedEvaluator(Evaluator):
         inputs, targets, args, kwargs = prepared(engine, batchdata)
         engine.state.output = output = {_IMAGE: inputs, _LABEL: targets}
         x = plain(inputs, engine._hl_meta_type)
-        forward = engine._hl_forward if engine.network is engine._hl_forward_net else engine.network
-        with engine.mode(engine.network), autocast(engine.amp, engine.amp_kwargs):
-            pred = engine.inferer(x, forward, *args, **kwargs)  # pred: [B, C, *spatial]
+        graphed = engine._hl_graphed
+        if graphed is not None and graphed.usable(engine, engine._hl_graph_parts(), args, kwargs):
+            with engine.mode(engine.network):
+                pred = graphed.step(x, None)  # a copy: the graph's own output is overwritten by the next replay
+        else:
+            forward = engine._hl_forward if engine.network is engine._hl_forward_net else engine.network
+            with engine.mode(engine.network), autocast(engine.amp, engine.amp_kwargs):
+                pred = engine.inferer(x, forward, *args, **kwargs)  # pred: [B, C, *spatial]
         output[_PRED] = pred if x is inputs else _monai.like(pred, inputs)
         engine._hl_fire(engine._hl_events.FORWARD_COMPLETED)
         engine._hl_fire(engine._hl_events.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _forward_step(inferer: Callable, forward: Callable, x: torch.Tensor, y: Any) -> Any:
+    """The evaluator's graphed work: ``inferer(x, forward)`` (``y`` is unused; the labels stay outside the graph)."""
+    return inferer(x, forward)
 
 
 class EnsembleEvaluator(Evaluator):

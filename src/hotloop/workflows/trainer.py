@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from hotloop.engine import Engine
 from hotloop.workflows import _monai
-from hotloop.workflows._iteration import network_forward, plain, prepared
+from hotloop.workflows._iteration import GraphedIteration, graphs_wanted, network_forward, plain, prepared
 from hotloop.workflows.utils import (
     CommonKeys,
     EngineStatsKeys,
@@ -103,9 +104,22 @@ class SupervisedTrainer(Trainer):
             shape, eager fallback): False, True, ``"auto"`` or a dict of ``torch.compile`` arguments.
         compile_kwargs: ``torch.compile`` arguments when ``compile`` is True.
         accumulation_steps: mini-batches per optimizer step; at an epoch's end a partial group is stepped too.
+        cuda_graphs: hotloop only (keyword-only). False (default), True or ``"auto"`` (on where CUDA is available):
+            capture the iteration's compute — inferer/network forward, loss, backward, ``optimizer.step()`` — in
+            a CUDA graph per input shape (:class:`~hotloop.step.GraphedStep`: warm-up, capture, replay, eager
+            fallbacks with one warning). Iterations where ``FORWARD_COMPLETED``, ``LOSS_COMPLETED`` or
+            ``BACKWARD_COMPLETED`` have handlers run eagerly (one warning); ``MODEL_COMPLETED`` fires after the
+            graph. Not with ``amp`` or ``accumulation_steps > 1`` (eager, one warning). ``pred`` and ``loss`` in
+            ``state.output`` are detached copies. Graphs are dropped at each :meth:`run`.
+        prefetch: hotloop only (keyword-only). On a CUDA device, pin each batch and copy the next one to
+            ``device`` on a side stream while the current iteration runs (:class:`~hotloop.step.DevicePrefetcher`);
+            ``state.batch`` then holds the batch on the device. Elsewhere it does nothing.
 
     Raises:
-        ValueError: ``accumulation_steps`` is not a positive integer.
+        TypeError: ``prefetch`` is not a bool.
+        ValueError: ``accumulation_steps`` is not a positive integer, or ``cuda_graphs`` is not False, True or
+            ``"auto"``.
+        RuntimeError: ``cuda_graphs=True`` without a usable CUDA device.
     """
 
     def __init__(
@@ -136,6 +150,9 @@ class SupervisedTrainer(Trainer):
         compile: bool | str | dict = False,
         compile_kwargs: dict | None = None,
         accumulation_steps: int = 1,
+        *,
+        cuda_graphs: bool | str = False,
+        prefetch: bool = False,
     ) -> None:
         if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(f"`accumulation_steps` must be a positive integer, got {accumulation_steps!r}.")
@@ -159,6 +176,7 @@ class SupervisedTrainer(Trainer):
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
+        self._hl_attach_prefetch(prefetch)
         self.network = network
         self.compile = compile
         self._hl_forward = network_forward(network, compile, compile_kwargs, self.state.device)
@@ -168,6 +186,36 @@ class SupervisedTrainer(Trainer):
         self.inferer = _monai.default_inferer() if inferer is None else inferer
         self.optim_set_to_none = optim_set_to_none
         self.accumulation_steps = accumulation_steps
+        self.cuda_graphs = cuda_graphs
+        self._hl_graphed = self._hl_graphed_iteration(cuda_graphs)
+
+    def _hl_graphed_iteration(self, cuda_graphs: bool | str) -> GraphedIteration | None:
+        """The graphed training step, or None when ``cuda_graphs`` is off or cannot apply."""
+        unsupported = "amp=True" if self.amp else None
+        if self.accumulation_steps > 1:
+            unsupported = "accumulation_steps > 1"
+        if not isinstance(self.optimizer, Optimizer):
+            unsupported = f"an optimizer of type {type(self.optimizer).__name__} (not a torch.optim.Optimizer)"
+        if not graphs_wanted(cuda_graphs, self.state.device, "SupervisedTrainer", unsupported):
+            return None
+        parts = self._hl_graph_parts()
+        compute, eager_step = _train_step(
+            self.optimizer, self.loss_function, self.inferer, self._hl_forward, self.optim_set_to_none
+        )
+        pre_capture = partial(self.optimizer.zero_grad, set_to_none=True)  # the graph allocates its own gradients
+        events = self._hl_events
+        split = (events.FORWARD_COMPLETED, events.LOSS_COMPLETED, events.BACKWARD_COMPLETED)
+        return GraphedIteration(compute, eager_step, pre_capture, self.optimizer, parts, split, "SupervisedTrainer")
+
+    def _hl_graph_parts(self) -> tuple[Any, ...]:
+        return (self.network, self.optimizer, self.loss_function, self.inferer)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train; a second call continues from the current state (CUDA graphs, if any, are captured anew)."""
+        if self._hl_graphed is not None:
+            # A checkpoint loaded between runs may have replaced the optimizer state the graphs point at.
+            self._hl_graphed.step.reset()
+        super().run()
 
     def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
         """One training iteration; returns ``state.output`` (``image``, ``label``, ``pred``, ``loss``).
@@ -177,6 +225,9 @@ class SupervisedTrainer(Trainer):
         """
         inputs, targets, args, kwargs = prepared(engine, batchdata)
         engine.state.output = {_IMAGE: inputs, _LABEL: targets}
+        graphed = engine._hl_graphed
+        if graphed is not None and graphed.usable(engine, engine._hl_graph_parts(), args, kwargs):
+            return engine._hl_graphed_run(graphed, inputs, targets)
         should_zero_grad, should_step = _accumulation(engine)
         engine.network.train()
         if should_zero_grad:
@@ -200,6 +251,18 @@ class SupervisedTrainer(Trainer):
         engine._hl_fire(events.MODEL_COMPLETED)
         return engine.state.output
 
+    def _hl_graphed_run(self, graphed: GraphedIteration, inputs: Any, targets: Any) -> dict:
+        """The iteration through the graphed step; only ``MODEL_COMPLETED`` is fired (after the graph)."""
+        meta_type = self._hl_meta_type
+        x, y = plain(inputs, meta_type), plain(targets, meta_type)
+        self.network.train()
+        pred, loss = graphed.step(x, y)
+        output = self.state.output
+        output[_PRED] = pred if x is inputs else _monai.like(pred, inputs)
+        output[_LOSS] = loss if x is inputs else _monai.like(loss, inputs)
+        self._hl_fire(self._hl_events.MODEL_COMPLETED)
+        return self.state.output
+
     def _hl_pred_loss(self, inputs: Any, targets: Any, args: tuple, kwargs: dict) -> torch.Tensor:
         """Forward and loss on plain tensors; ``state.output`` gets ``pred`` and ``loss`` (with metadata back).
 
@@ -222,6 +285,32 @@ class SupervisedTrainer(Trainer):
         self._hl_fire(self._hl_events.LOSS_COMPLETED)
         current = self.state.output[_LOSS]
         return loss if current is shown else current
+
+
+def _train_step(
+    optimizer: Optimizer,
+    loss_function: Callable,
+    inferer: Callable,
+    forward: Callable,
+    set_to_none: bool,
+) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
+    """``(compute, eager_step)`` for :class:`~hotloop.step.GraphedStep`: MONAI's training iteration on plain tensors.
+
+    They close over the parts, not the trainer, so the trainer holds no reference cycle through its graphed step.
+    """
+
+    def compute(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = inferer(x, forward)  # pred: [B, C, *spatial]
+        loss = loss_function(pred, y).mean()
+        loss.backward()
+        optimizer.step()
+        return pred.detach(), loss.detach()
+
+    def eager_step(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        optimizer.zero_grad(set_to_none=set_to_none)
+        return compute(x, y)
+
+    return compute, eager_step
 
 
 class GanTrainer(Trainer):
