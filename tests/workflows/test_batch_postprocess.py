@@ -202,9 +202,14 @@ def test_no_host_read(monkeypatch):
     def forbidden(self, *args, **kwargs):
         raise AssertionError("host read")
 
+    expected = fn(dict(data))
     for name in ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
-    fn(data)
+    out = fn(data)  # raises on any host read
+    monkeypatch.undo()
+    assert out.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(out[key], expected[key]), key
 
 
 def test_missing_key_raises_monai_error():
