@@ -29,6 +29,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from hotloop.collate.decollate import decollate_batch
 from hotloop.collate.distributed import ExactDistributedSampler, gather_samples
+from hotloop.step._tree import _tree_map
 
 __all__ = [
     "ExactDistributedSampler",
@@ -143,25 +144,9 @@ def _first(output: Any) -> Any:
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _detached_copy(obj: Any) -> Any:
-    """Tensors detached and cloned (graphed steps overwrite their outputs in place next iteration); no host sync."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_detached_copy(item) for item in obj)
-    if isinstance(obj, dict):
-        return {key: _detached_copy(value) for key, value in obj.items()}
-    return obj
-
-
-def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_to_cpu(item) for item in obj)
-    if isinstance(obj, dict):
-        return {key: _to_cpu(value) for key, value in obj.items()}
-    return obj
+def _detached_clone(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in new memory (graphed steps overwrite their outputs in place next iteration); no host sync."""
+    return tensor.detach().clone()
 
 
 class SampleGatherer:
@@ -230,11 +215,11 @@ class SampleGatherer:
 
     def collect(self, engine: Engine) -> None:
         """Keeps this iteration's samples (a device copy: graphed steps reuse their output buffers)."""
-        self._samples.extend(decollate_batch(_detached_copy(self._output_transform(engine.state.output))))
+        self._samples.extend(decollate_batch(_tree_map(_detached_clone, self._output_transform(engine.state.output))))
 
     def gather(self, engine: Engine) -> None:
         """Gathers every rank's samples into ``engine.state.<name>`` (a collective: every rank runs it)."""
-        local = [_to_cpu(sample) for sample in self._samples]
+        local = [_tree_map(torch.Tensor.cpu, sample) for sample in self._samples]
         self._samples = []
         sampler = self._sampler if self._sampler is not None else getattr(engine.state.dataloader, "sampler", None)
         if isinstance(sampler, DistributedSampler):
