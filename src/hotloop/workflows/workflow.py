@@ -17,6 +17,7 @@ from hotloop.collate import decollate_batch
 from hotloop.engine import Engine
 from hotloop.step.prefetch import DevicePrefetcher, prefetch_enabled
 from hotloop.workflows import _monai
+from hotloop.workflows._postprocess import batch_postprocessing as _batch_postprocessing
 from hotloop.workflows.utils import (
     _ensure_tuple,
     default_metric_cmp_fn,
@@ -51,15 +52,6 @@ def _detached(value: Any, meta_type: type | None) -> Any:
     if meta_type is not None and isinstance(value, meta_type):
         value = value.as_tensor()  # type: ignore[attr-defined]
     return value.detach()
-
-
-def _batch_postprocessing(postprocessing: Callable) -> Callable[[dict], dict] | None:
-    """The batch-level translation of ``postprocessing`` (``_postprocess.py``), or None when there is none."""
-    try:
-        from hotloop.workflows._postprocess import batch_postprocessing
-    except (ImportError, AttributeError):
-        return None
-    return batch_postprocessing(postprocessing)
 
 
 class Workflow(Engine):
