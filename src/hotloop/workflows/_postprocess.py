@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +48,9 @@ from typing import Any
 import torch
 
 from hotloop import ops
+from hotloop.workflows._monai import HAS_MONAI
 
 __all__ = ["HAS_MONAI", "BatchPostprocessing", "batch_postprocessing"]
-
-#: Whether MONAI can be imported (``pip install 'hotloop[monai]'``); without it only ``None`` is translated.
-HAS_MONAI: bool = importlib.util.find_spec("monai") is not None
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
