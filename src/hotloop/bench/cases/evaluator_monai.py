@@ -45,12 +45,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import importlib.util
 import json
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,23 +184,9 @@ def _evaluator_run(evaluator: Any) -> Callable[[], float]:
     return _scoped_threads(run)
 
 
-def _monai(iterations: int) -> Callable[[], float]:
-    from monai.engines import SupervisedEvaluator
-
-    evaluator = SupervisedEvaluator(
-        device=_DEVICE,
-        val_data_loader=_data(iterations),
-        network=_network(),
-        postprocessing=_postprocessing(),
-        key_val_metric={"dice": _monai_mean_dice()},
-    )
-    return _evaluator_run(evaluator)
-
-
-def _hotloop(iterations: int) -> Callable[[], float]:
-    from hotloop.workflows import SupervisedEvaluator
-
-    evaluator = SupervisedEvaluator(
+def _supervised_evaluator(module: str, iterations: int) -> Callable[[], float]:
+    """``module.SupervisedEvaluator`` (``monai.engines`` or ``hotloop.workflows``) built from the same user code."""
+    evaluator = importlib.import_module(module).SupervisedEvaluator(
         device=_DEVICE,
         val_data_loader=_data(iterations),
         network=_network(),
@@ -240,8 +228,8 @@ def _scenarios() -> list[Scenario]:
     providers: dict[str, Builder] = {
         "bare": _bare,
         "raw": _raw,
-        "monai": _monai,
-        "hotloop": _hotloop,
+        "monai": partial(_supervised_evaluator, "monai.engines"),
+        "hotloop": partial(_supervised_evaluator, "hotloop.workflows"),
         "hotloop_fused": _hotloop_fused,
     }
     return [
