@@ -30,6 +30,7 @@ Run this module for time, peak extra memory and the metric values side by side::
 
     python -m hotloop.bench.cases.evaluator_monai              # Markdown table
     python -m hotloop.bench.cases.evaluator_monai --rounds 5 --json out.json
+    python -m hotloop.bench.cases.evaluator_monai --meta       # MetaTensor batches, as MONAI's DataLoader gives them
 
 Peak extra memory is measured per provider in a fresh child process, as in :mod:`hotloop.bench.cases.fused_dice`:
 glibc's mmap threshold fixed at 64 KiB so that freed tensor buffers leave RSS, one warm-up round, the peak-RSS
@@ -73,7 +74,9 @@ _DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # Intra-op threads of every provider's round on the CPU (``--threads`` here). On the shared 2-core machine a second
 # thread made every provider 4-8× slower and its time a matter of contention (UNet forward 17 ms with one thread,
 # 14-115 ms with two; a whole batch ~100 ms against ~800 ms), which hid the loops' own costs.
-_OPTIONS = {"threads": 1}
+# ``meta`` (``--meta`` here): the batches are ``MetaTensor``\ s, collated by MONAI from per-sample MetaTensors with an
+# affine and a file name, as MONAI's loaders give them, so that the workflows' MetaTensor handling is measured too.
+_OPTIONS: dict[str, Any] = {"threads": 1, "meta": False}
 _HAS_MONAI = importlib.util.find_spec("monai") is not None
 _NAME = "evaluator_unet3d"
 
@@ -104,7 +107,22 @@ def _data(iterations: int) -> list[Batch]:
     shape = (_BATCH, 1, _SIDE, _SIDE, _SIDE)
     image = torch.randn(shape, generator=generator)  # image: [B, 1, 64, 64, 64]
     label = torch.randint(0, _CLASSES, shape, generator=generator).float()  # label map, float as loaders give it
-    return [{"image": image, "label": label} for _ in range(iterations)]
+    batch = _meta_batch(image, label) if _OPTIONS["meta"] else {"image": image, "label": label}
+    return [batch for _ in range(iterations)]
+
+
+def _meta_batch(image: torch.Tensor, label: torch.Tensor) -> Batch:
+    """``{"image", "label"}`` as MONAI's ``DataLoader`` collates per-sample MetaTensors: batch MetaTensors."""
+    from monai.data import MetaTensor, list_data_collate
+
+    samples = [
+        {
+            "image": MetaTensor(image[i], affine=torch.eye(4), meta={"filename_or_obj": f"img{i}.nii.gz"}),
+            "label": MetaTensor(label[i], affine=torch.eye(4), meta={"filename_or_obj": f"lbl{i}.nii.gz"}),
+        }
+        for i in range(len(image))
+    ]
+    return list_data_collate(samples)
 
 
 def _postprocessing() -> Any:
@@ -264,7 +282,7 @@ def _child_peak_extra(provider: str, iterations: int) -> int:
 
 def _peak_extra(provider: str, iterations: int) -> int | None:
     """Peak extra bytes of one round of ``provider``, measured in a fresh process; ``None`` off Linux."""
-    args = [provider, str(iterations), "--threads", str(_OPTIONS["threads"])]
+    args = [provider, str(iterations), "--threads", str(_OPTIONS["threads"]), *(["--meta"] if _OPTIONS["meta"] else [])]
     return _memory.measure_in_child("hotloop.bench.cases.evaluator_monai", args, f"{provider!r}")
 
 
@@ -301,6 +319,7 @@ def _measure(iterations: int, rounds: int, memory: bool) -> dict[str, Any]:
     return {
         "scenario": scenario.name,
         "device": str(_DEVICE),
+        "batches": "MetaTensor" if _OPTIONS["meta"] else "Tensor",
         "iterations": iterations,
         "rounds": rounds,
         "ms_per_batch": {
@@ -339,7 +358,8 @@ def _table(result: dict[str, Any]) -> str:
             f"{'' if mib is None else f'{mib:.1f}'} | {'' if value is None else repr(value)} |"
         )
     lines.append(
-        f"\n{result['scenario']} on {result['device']}: hotloop {result['speedup_vs_monai']:.2f}× MONAI's throughput "
+        f"\n{result['scenario']} on {result['device']}, {result['batches']} batches: "
+        f"hotloop {result['speedup_vs_monai']:.2f}× MONAI's throughput "
         f"({result['cpu_speedup_vs_monai']:.2f}× in CPU time; hotloop_fused {result['speedup_fused_vs_monai']:.2f}×, "
         f"{result['cpu_speedup_fused_vs_monai']:.2f}×); metric identical (raw, monai, hotloop): "
         f"{result['identical_metric']}; |hotloop_fused − monai| = {result['fused_metric_difference']:.3g}"
@@ -365,9 +385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each round on the CPU (default 1)")
+    parser.add_argument(
+        "--meta", action="store_true", help="MetaTensor batches, as MONAI's DataLoader collates them (default: tensors)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("PROVIDER", "ITERATIONS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     _OPTIONS["threads"] = args.threads
+    _OPTIONS["meta"] = args.meta
     if args.child:
         print(json.dumps({"peak_extra_bytes": _child_peak_extra(args.child[0], int(args.child[1]))}))
         return 0
