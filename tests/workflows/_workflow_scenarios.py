@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import torch
@@ -109,6 +110,42 @@ def assert_same(a: Any, b: Any, path: str = "", meta_types: bool = True, atol: f
             assert_same(x, y, f"{path}[{i}]", meta_types, atol)
         return
     if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            assert math.isnan(a) and math.isnan(b), f"{path}: {a} vs {b}"
+            return
         assert abs(a - b) <= atol + 1e-5 * abs(b), f"{path}: {a} vs {b}"
         return
     assert a == b, f"{path}: {a!r} vs {b!r}"
+
+
+def describe(x: Any) -> tuple:
+    """What a network, inferer or loss is handed: the type and, for a MetaTensor, its batch flag, file names and the
+    number of applied operations (the parts a network that reads metadata would see)."""
+    if not hasattr(x, "meta"):
+        return (type(x).__name__,)
+    names = x.meta.get("filename_or_obj")
+    return (type(x).__name__, x.is_batch, str(names), len(x.applied_operations))
+
+
+class ProbeNet(torch.nn.Module):
+    """``seg_net`` that records ``describe(input)`` on every forward."""
+
+    def __init__(self, seen: list, seed: int = 0) -> None:
+        super().__init__()
+        self.net = seg_net(seed)
+        self.seen = seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(describe(x))
+        return self.net(x)
+
+
+class ProbeInferer:
+    """A ``SimpleInferer`` that records ``describe(inputs)``: it runs outside a compiled network."""
+
+    def __init__(self, seen: list) -> None:
+        self.seen = seen
+
+    def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(describe(inputs))
+        return network(inputs, *args, **kwargs)

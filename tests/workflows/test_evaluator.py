@@ -12,7 +12,15 @@ monai = pytest.importorskip("monai")
 
 import monai.engines as monai_engines  # noqa: E402
 from _log_capture import LogLines  # noqa: E402
-from _workflow_scenarios import Recorder, assert_same, loader, seg_net, seg_samples  # noqa: E402
+from _workflow_scenarios import (  # noqa: E402
+    ProbeInferer,
+    ProbeNet,
+    Recorder,
+    assert_same,
+    loader,
+    seg_net,
+    seg_samples,
+)
 from monai.handlers import CheckpointSaver, MeanDice, StatsHandler, from_engine  # noqa: E402
 from monai.inferers import SlidingWindowInferer  # noqa: E402
 from monai.transforms import Activationsd, AsDiscreted, Compose, MeanEnsembled  # noqa: E402
@@ -201,3 +209,92 @@ def test_get_stats_and_mode_validation() -> None:
         hl_workflows.SupervisedEvaluator("cpu", [], seg_net(), mode="test")
     with pytest.raises(ValueError, match="pred_keys"):
         hl_workflows.EnsembleEvaluator("cpu", [], [seg_net()], pred_keys=["a", "b"])
+
+
+# -- MetaTensor batches: networks, inferers and postprocessing get what MONAI gives them ------------------------------
+
+
+class _AssertAppliedOps(torch.nn.Module):
+    """MONAI's network from ``tests/transforms/inverse/test_invertd.py::test_workflow`` (1.5.0): it reads the
+    batch's ``applied_operations``, so it needs the MetaTensor itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert len(x.applied_operations) == x.shape[0]
+        assert all(len(a) > 0 for a in x.applied_operations)
+        return x
+
+
+@pytest.mark.parametrize("use_threads", [True, False])
+def test_invertd_over_metatensor_batches_matches_monai(use_threads: bool) -> None:
+    """MONAI's own engine scenario: ``Invertd`` postprocessing over a (Thread)DataLoader of MetaTensor batches."""
+    import numpy as np
+    from monai.data import DataLoader, Dataset, MetaTensor, ThreadDataLoader, create_test_image_2d
+    from monai.transforms import EnsureChannelFirstd, Invertd, Spacingd
+
+    img, _ = create_test_image_2d(60, 60, 2, 10, num_seg_classes=2, random_state=np.random.RandomState(0))
+    image = MetaTensor(img, meta={"original_channel_dim": float("nan"), "pixdim": [1.0, 1.0]})
+    preprocessing = Compose([EnsureChannelFirstd("image"), Spacingd("image", pixdim=[2.0, 2.0])])
+    postprocessing = Compose([Invertd("pred", transform=preprocessing, orig_keys="image")])
+    results = {}
+    for which, mod in MODULES.items():
+        dataset = Dataset([{"image": image.clone()} for _ in range(4)], transform=preprocessing)
+        data = (ThreadDataLoader if use_threads else DataLoader)(dataset, num_workers=0, batch_size=2)
+        rec = Recorder(extra_events=list(mod.IterationEvents), outputs=True)
+        evaluator = mod.SupervisedEvaluator(
+            device=torch.device("cpu"),
+            network=_AssertAppliedOps(),
+            postprocessing=postprocessing,
+            val_data_loader=data,
+            val_handlers=[rec],
+        )
+        evaluator.run()
+        assert evaluator.state.output[0]["pred"].shape == (1, 60, 60)  # inverted back to the original size
+        results[which] = rec
+    assert results["hotloop"].calls == results["monai"].calls
+    assert_same(results["hotloop"].snapshots, results["monai"].snapshots)
+
+
+def _probe_evaluator(which: str, post: str | None, ensemble: bool, **kwargs: Any) -> dict:
+    mod = MODULES[which]
+    seen: list = []
+    rec = Recorder(extra_events=list(mod.IterationEvents), outputs=True)
+    common: dict[str, Any] = {
+        "device": torch.device("cpu"),
+        "val_data_loader": loader(seg_samples(n=4)),
+        "inferer": ProbeInferer(seen),
+        "postprocessing": _post(post),
+        "val_handlers": [rec],
+        **kwargs,
+    }
+    if ensemble:
+        nets = [ProbeNet(seen, seed=1), ProbeNet(seen, seed=2)]
+        evaluator = mod.EnsembleEvaluator(networks=nets, pred_keys=["pred", "pred_b"], **common)
+    else:
+        evaluator = mod.SupervisedEvaluator(network=ProbeNet(seen), **common)
+    evaluator.run()
+    return {"seen": seen, "calls": rec.calls, "outputs": rec.snapshots}
+
+
+@pytest.mark.parametrize(("post", "ensemble"), [("onehot", False), (None, False), ("sigmoid", True)])
+def test_networks_and_inferers_get_monais_metatensors(post: str | None, ensemble: bool) -> None:
+    ref = _probe_evaluator("monai", post, ensemble)
+    got = _probe_evaluator("hotloop", post, ensemble)
+    assert got["seen"] == ref["seen"]
+    assert got["seen"][:2] == [("MetaTensor", True, "['img0.nii', 'img1.nii']", 2)] * 2  # inferer, then network
+    assert got["calls"] == ref["calls"]
+    assert_same(got["outputs"], ref["outputs"])
+
+
+def test_compiled_forward_unwraps_and_casts_back_as_monai_does() -> None:
+    """Under ``compile`` MONAI hands the network plain tensors, warns, and casts image/label/pred back afterwards."""
+    results = {}
+    for which in MODULES:
+        with pytest.warns(UserWarning) as caught:
+            results[which] = _probe_evaluator(which, "onehot", False, compile=True, compile_kwargs={"backend": "eager"})
+        results[which]["warnings"] = [str(w.message) for w in caught if "compile" in str(w.message)]
+    got, ref = results["hotloop"], results["monai"]
+    assert got["seen"] == ref["seen"]
+    assert len(got["seen"]) >= 2 and set(got["seen"]) == {("Tensor",)}  # plain tensors into inferer and network
+    assert got["warnings"] == ref["warnings"] and len(got["warnings"]) == 2  # once per iteration
+    assert got["calls"] == ref["calls"]
+    assert_same(got["outputs"], ref["outputs"])  # per-sample MetaTensors rebuilt from MONAI's cast-back batch

@@ -12,7 +12,16 @@ monai = pytest.importorskip("monai")
 
 import monai.engines as monai_engines  # noqa: E402
 from _log_capture import LogLines  # noqa: E402
-from _workflow_scenarios import Recorder, assert_same, loader, seg_net, seg_samples  # noqa: E402
+from _workflow_scenarios import (  # noqa: E402
+    ProbeInferer,
+    ProbeNet,
+    Recorder,
+    assert_same,
+    describe,
+    loader,
+    seg_net,
+    seg_samples,
+)
 from monai.handlers import CheckpointSaver, MeanDice, StatsHandler, ValidationHandler, from_engine  # noqa: E402
 from monai.losses import DiceLoss  # noqa: E402
 from monai.transforms import Activationsd, AsDiscreted, Compose  # noqa: E402
@@ -275,3 +284,112 @@ def test_iteration_events_without_handlers_are_not_fired_in_training() -> None:
     fired = set(trainer._event_handlers) & set(hl_workflows.IterationEvents)
     assert fired == set()
     assert trainer.state.output["loss"].ndim == 0
+
+
+# -- MetaTensor batches: networks, inferers and losses get what MONAI gives them ---------------------------------------
+
+
+def _probe_trainer(which: str, **kwargs: Any) -> dict:
+    mod = MODULES[which]
+    seen: list = []
+    dice = DiceLoss(to_onehot_y=True, softmax=True)
+
+    def loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        seen.append(("loss", describe(pred), describe(label)))
+        return dice(pred, label)
+
+    net = ProbeNet(seen)
+    rec = Recorder(extra_events=list(mod.IterationEvents), outputs=True)
+    trainer = mod.SupervisedTrainer(
+        "cpu",
+        2,
+        loader(seg_samples(n=4)),
+        net,
+        torch.optim.SGD(net.parameters(), 0.1),
+        loss,
+        inferer=ProbeInferer(seen),
+        postprocessing=_onehot_post(),
+        train_handlers=[rec],
+        **kwargs,
+    )
+    views: list = []
+    events = mod.IterationEvents
+    for event in (events.FORWARD_COMPLETED, events.LOSS_COMPLETED, events.MODEL_COMPLETED):
+
+        @trainer.on(event)
+        def _view(engine: Any, event: Any = event) -> None:
+            output = engine.state.output  # at MODEL_COMPLETED: decollated and postprocessed, per sample
+            output = output[0] if isinstance(output, list) else output
+            views.append((str(event.name), {k: describe(v) for k, v in output.items() if isinstance(v, torch.Tensor)}))
+
+    trainer.run()
+    return {"seen": seen, "views": views, "calls": rec.calls, "outputs": rec.snapshots, "weights": net.state_dict()}
+
+
+def test_network_inferer_and_loss_get_monais_metatensors() -> None:
+    ref, got = _probe_trainer("monai"), _probe_trainer("hotloop")
+    assert got["seen"] == ref["seen"]
+    meta = ("MetaTensor", True, "['img0.nii', 'img1.nii']", 2)
+    assert got["seen"][0] == got["seen"][1] == meta  # inferer, network
+    assert got["seen"][2][0] == "loss" and got["seen"][2][2] == ("MetaTensor", True, "['lbl0.nii', 'lbl1.nii']", 2)
+    assert got["views"] == ref["views"]
+    assert got["views"][1][1]["loss"][0] == "MetaTensor"  # at LOSS_COMPLETED: a loss of MetaTensors is one too
+    assert got["calls"] == ref["calls"]
+    assert_same(got["outputs"], ref["outputs"])
+    assert_same(got["weights"], ref["weights"])
+
+
+def test_compiled_trainer_unwraps_and_casts_back_as_monai_does() -> None:
+    """Under ``compile`` FORWARD/LOSS_COMPLETED see plain tensors; image, label, pred are MetaTensors again at
+    MODEL_COMPLETED and the loss stays plain (MONAI 1.6.1's SupervisedTrainer._iteration)."""
+    results = {}
+    for which in MODULES:
+        with pytest.warns(UserWarning, match="Will convert to PyTorch Tensor if using compile"):
+            results[which] = _probe_trainer(which, compile=True, compile_kwargs={"backend": "eager"})
+    got, ref = results["hotloop"], results["monai"]
+    assert got["seen"] == ref["seen"]
+    assert got["views"] == ref["views"]
+    forward, loss, model = (dict(view) for _, view in got["views"][:3])
+    assert forward["pred"] == forward["image"] == loss["loss"] == ("Tensor",)
+    assert model["pred"][0] == model["image"][0] == model["label"][0] == "MetaTensor"  # per sample, decollated
+    assert got["calls"] == ref["calls"]
+    assert_same(got["outputs"], ref["outputs"])
+    assert_same(got["weights"], ref["weights"])
+
+
+def _gan_on_metatensors(mod: Any) -> tuple[list, list]:
+    from monai.data import DataLoader, MetaTensor
+
+    seen: list = []
+    torch.manual_seed(2)
+    g_net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh())
+    d_net = _Discriminator()
+
+    def d_loss(fakes: torch.Tensor, reals: torch.Tensor) -> torch.Tensor:
+        seen.append(describe(reals))
+        return (d_net(reals) - d_net(fakes.detach())).mean()
+
+    samples = [{"reals": MetaTensor(torch.rand(16), meta={"filename_or_obj": f"r{i}"})} for i in range(4)]
+    trainer = mod.GanTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=DataLoader(samples, batch_size=2),
+        g_network=g_net,
+        g_optimizer=torch.optim.SGD(g_net.parameters(), 1e-2),
+        g_loss_function=lambda fakes: -d_net(fakes).mean(),
+        d_network=d_net,
+        d_optimizer=torch.optim.SGD(d_net.parameters(), 1e-2),
+        d_loss_function=d_loss,
+        latent_shape=4,
+    )
+    torch.manual_seed(5)
+    trainer.run()
+    return seen, [g_net.state_dict(), d_net.state_dict()]
+
+
+def test_gan_trainer_passes_metatensor_reals_as_monai_does() -> None:
+    ref_seen, ref_weights = _gan_on_metatensors(monai_engines)
+    got_seen, got_weights = _gan_on_metatensors(hl_workflows)
+    assert got_seen == ref_seen
+    assert got_seen[0] == ("MetaTensor", True, "['r0', 'r1']", 2)
+    assert_same(got_weights, ref_weights)

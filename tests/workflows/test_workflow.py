@@ -101,10 +101,12 @@ def test_iteration_events_are_monais_when_installed() -> None:
 
 def test_compile_runs_the_forward_through_the_compiled_step() -> None:
     ref, ref_rec = _evaluate(hl_workflows, decollate=False)
-    got, got_rec = _evaluate(hl_workflows, decollate=False, compile=True, compile_kwargs={"backend": "eager"})
+    with pytest.warns(UserWarning, match="Will convert to PyTorch Tensor if using compile"):
+        got, got_rec = _evaluate(hl_workflows, decollate=False, compile=True, compile_kwargs={"backend": "eager"})
     assert got._hl_forward is not got.network and got.network is got._hl_forward_net
     assert got._hl_forward._step.mode == "whole"
-    assert_same(got_rec.snapshots, ref_rec.snapshots)
+    # Same values; the metadata is MONAI's cast-back under compile (test_evaluator.py compares it with MONAI's).
+    assert_same(got_rec.snapshots, ref_rec.snapshots, meta_types=False)
 
 
 def test_engine_is_freed_without_garbage_collection() -> None:

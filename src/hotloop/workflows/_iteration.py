@@ -1,5 +1,5 @@
-"""Pieces shared by the workflows' iterations: batch unpacking, MetaTensor stripping, model modes, autocast,
-the optionally compiled network forward, and the optionally CUDA-graphed step."""
+"""Pieces shared by the workflows' iterations: batch unpacking, MONAI's MetaTensor unwrapping under ``compile``, model
+modes, autocast, the optionally compiled network forward, and the optionally CUDA-graphed step."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import torch
 
 from hotloop.step.compiled import CompiledStep, resolve_compile
 from hotloop.step.graphed import CudaGraphWarning, GraphedStep, resolve_cuda_graphs
+from hotloop.workflows.utils import CommonKeys
 
 __all__: list[str] = []
 
 _NO_ARGS: tuple = ()
+_IMAGE, _LABEL, _PRED = CommonKeys.IMAGE, CommonKeys.LABEL, CommonKeys.PRED
 
 
 def prepared(engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, dict]:
@@ -35,10 +37,58 @@ def prepared(engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, dict]:
 
 
 def plain(value: Any, meta_type: type | None) -> Any:
-    """``value`` as a plain tensor when it is a ``MetaTensor`` (no metadata bookkeeping per operation)."""
+    """``value`` as a plain tensor when it is a ``MetaTensor``: what a CUDA-graphed step's static input buffers take."""
     if meta_type is not None and type(value) is not torch.Tensor and isinstance(value, meta_type):
         return value.as_tensor()  # type: ignore[attr-defined]
     return value
+
+
+#: MONAI's warning when it unwraps a MetaTensor input under ``compile`` (``monai.engines``, 1.6.1), word for word.
+COMPILE_UNWRAP_WARNING = (
+    "Will convert to PyTorch Tensor if using compile, and casting back to MetaTensor after the forward pass."
+)
+
+_Meta = tuple[Any, Any]  # a MetaTensor's (meta, applied_operations)
+
+
+def unwrap_for_compile(
+    inputs: Any, targets: Any, meta_type: type | None
+) -> tuple[Any, Any, _Meta | None, _Meta | None]:
+    """MONAI's workaround for torch.compile (pytorch/pytorch#117026): MetaTensor inputs and targets as plain tensors.
+
+    Returns ``(inputs, targets, inputs_meta, targets_meta)``; a ``*_meta`` is ``(meta, applied_operations)`` of a
+    MetaTensor that was unwrapped, else None. Warns (MONAI's text) when ``inputs`` is a MetaTensor, as MONAI does on
+    every such iteration.
+    """
+    if meta_type is None:
+        return inputs, targets, None, None
+    inputs_meta = targets_meta = None
+    if isinstance(inputs, meta_type):
+        warnings.warn(COMPILE_UNWRAP_WARNING, stacklevel=2)  # reported at the workflow's _iteration
+        inputs, inputs_meta = inputs.as_tensor(), (inputs.meta, inputs.applied_operations)  # type: ignore[attr-defined]
+    if isinstance(targets, meta_type):
+        targets, targets_meta = targets.as_tensor(), (targets.meta, targets.applied_operations)  # type: ignore[attr-defined]
+    return inputs, targets, inputs_meta, targets_meta
+
+
+def rewrap(value: Any, saved: _Meta, meta_type: Any) -> Any:
+    """``MetaTensor(value, meta=..., applied_operations=...)``: how MONAI casts back after the compiled forward."""
+    meta, applied_operations = saved
+    return meta_type(value, meta=meta, applied_operations=applied_operations)
+
+
+def restore_after_compile(
+    output: dict, inputs: Any, targets: Any, inputs_meta: _Meta | None, targets_meta: _Meta | None, meta_type: Any
+) -> None:
+    """Put the metadata back into ``output`` as MONAI does after its compiled forward.
+
+    ``image`` and ``pred`` get the image's metadata, ``label`` the label's; ``loss`` stays a plain tensor.
+    """
+    if inputs_meta is not None:
+        output[_IMAGE] = rewrap(inputs, inputs_meta, meta_type)
+        output[_PRED] = rewrap(output[_PRED], inputs_meta, meta_type)
+    if targets_meta is not None:
+        output[_LABEL] = rewrap(targets, targets_meta, meta_type)
 
 
 class eval_mode:  # noqa: N801 - MONAI's name, used as ``with engine.mode(network):``

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from hotloop.engine import Engine
 from hotloop.workflows import _monai
 from hotloop.workflows._iteration import (
+    CompiledForward,
     GraphedIteration,
     autocast,
     eval_mode,
@@ -21,7 +22,9 @@ from hotloop.workflows._iteration import (
     network_forward,
     plain,
     prepared,
+    restore_after_compile,
     train_mode,
+    unwrap_for_compile,
 )
 from hotloop.workflows.utils import (
     CommonKeys,
@@ -153,8 +156,10 @@ class SupervisedEvaluator(Evaluator):
 
     Each iteration: ``prepare_batch``, ``state.output = {"image", "label"}``, ``pred = inferer(image, network)``
     under ``mode``, then ``FORWARD_COMPLETED`` and ``MODEL_COMPLETED`` (where decollation and postprocessing run).
-    The network and inferer see plain tensors: ``MetaTensor`` inputs are unwrapped for the compute, and ``pred``
-    is given the image's metadata afterwards, as MONAI's ``MetaTensor`` propagation would.
+    The network and inferer get the batch as ``prepare_batch`` gives it (a ``MetaTensor`` batch stays one), as in
+    MONAI. Where MONAI unwraps MetaTensors, when the forward is compiled, so does hotloop: plain tensors go in, and
+    ``image``, ``label`` and ``pred`` are cast back before ``FORWARD_COMPLETED``, with MONAI's warning. A
+    CUDA-graphed forward (``cuda_graphs``) runs on plain tensors and ``pred`` gets the image's metadata after it.
 
     Args:
         device: the device to run on.
@@ -258,6 +263,8 @@ class SupervisedEvaluator(Evaluator):
         self.compile = compile
         self._hl_forward = network_forward(network, compile, compile_kwargs, self.state.device)
         self._hl_forward_net = network  # a network assigned later to ``self.network`` runs as it is
+        # MONAI unwraps MetaTensors for its compiled network; hotloop does when its forward is compiled.
+        self._hl_compiled = isinstance(self._hl_forward, CompiledForward)
         self.inferer = _monai.default_inferer() if inferer is None else inferer
         self.cuda_graphs = cuda_graphs
         self._hl_graphed = self._hl_graphed_iteration(cuda_graphs)
@@ -282,20 +289,34 @@ class SupervisedEvaluator(Evaluator):
             ValueError: ``batchdata`` is None.
         """
         inputs, targets, args, kwargs = prepared(engine, batchdata)
-        engine.state.output = output = {_IMAGE: inputs, _LABEL: targets}
-        x = plain(inputs, engine._hl_meta_type)
         graphed = engine._hl_graphed
         if graphed is not None and graphed.usable(engine, engine._hl_graph_parts(), args, kwargs):
-            with engine.mode(engine.network):
-                pred = graphed.step(x, None)  # a copy: the graph's own output is overwritten by the next replay
+            engine._hl_graphed_forward(graphed, inputs, targets)
         else:
-            forward = engine._hl_forward if engine.network is engine._hl_forward_net else engine.network
-            with engine.mode(engine.network), autocast(engine.amp, engine.amp_kwargs):
-                pred = engine.inferer(x, forward, *args, **kwargs)  # pred: [B, C, *spatial]
-        output[_PRED] = pred if x is inputs else _monai.like(pred, inputs)
+            engine._hl_forward_pass(inputs, targets, args, kwargs)
         engine._hl_fire(engine._hl_events.FORWARD_COMPLETED)
         engine._hl_fire(engine._hl_events.MODEL_COMPLETED)
         return engine.state.output
+
+    def _hl_forward_pass(self, inputs: Any, targets: Any, args: tuple, kwargs: dict) -> None:
+        """MONAI's forward: ``state.output = {image, label, pred}``, unwrapping MetaTensors only when compiled."""
+        meta_type = self._hl_meta_type
+        inputs_meta = targets_meta = None
+        if self._hl_compiled:
+            inputs, targets, inputs_meta, targets_meta = unwrap_for_compile(inputs, targets, meta_type)
+        self.state.output = output = {_IMAGE: inputs, _LABEL: targets}
+        forward = self._hl_forward if self.network is self._hl_forward_net else self.network
+        with self.mode(self.network), autocast(self.amp, self.amp_kwargs):
+            output[_PRED] = self.inferer(inputs, forward, *args, **kwargs)  # pred: [B, C, *spatial]
+        restore_after_compile(output, inputs, targets, inputs_meta, targets_meta, meta_type)
+
+    def _hl_graphed_forward(self, graphed: GraphedIteration, inputs: Any, targets: Any) -> None:
+        """The forward through the CUDA graph, on plain tensors; ``pred`` gets the image's metadata after it."""
+        self.state.output = output = {_IMAGE: inputs, _LABEL: targets}
+        x = plain(inputs, self._hl_meta_type)
+        with self.mode(self.network):
+            pred = graphed.step(x, None)  # a copy: the graph's own output is overwritten by the next replay
+        output[_PRED] = pred if x is inputs else _monai.like(pred, inputs)
 
 
 def _forward_step(inferer: Callable, forward: Callable, x: torch.Tensor, y: Any) -> Any:
@@ -395,12 +416,11 @@ class EnsembleEvaluator(Evaluator):
         """
         inputs, targets, args, kwargs = prepared(engine, batchdata)
         engine.state.output = {_IMAGE: inputs, _LABEL: targets}
-        x = plain(inputs, engine._hl_meta_type)
         for key, network in zip(engine.pred_keys, engine.networks):
             with engine.mode(network), autocast(engine.amp, engine.amp_kwargs):
-                pred = engine.inferer(x, network, *args, **kwargs)
+                pred = engine.inferer(inputs, network, *args, **kwargs)
             if isinstance(engine.state.output, dict):
-                engine.state.output[key] = pred if x is inputs else _monai.like(pred, inputs)
+                engine.state.output[key] = pred
         engine._hl_fire(engine._hl_events.FORWARD_COMPLETED)
         engine._hl_fire(engine._hl_events.MODEL_COMPLETED)
         return engine.state.output

@@ -14,7 +14,16 @@ from torch.utils.data import DataLoader
 
 from hotloop.engine import Engine
 from hotloop.workflows import _monai
-from hotloop.workflows._iteration import GraphedIteration, graphs_wanted, network_forward, plain, prepared
+from hotloop.workflows._iteration import (
+    CompiledForward,
+    GraphedIteration,
+    graphs_wanted,
+    network_forward,
+    plain,
+    prepared,
+    restore_after_compile,
+    unwrap_for_compile,
+)
 from hotloop.workflows.utils import (
     CommonKeys,
     EngineStatsKeys,
@@ -72,9 +81,12 @@ class SupervisedTrainer(Trainer):
     Each iteration: ``prepare_batch``; ``state.output = {"image", "label"}``; ``network.train()``;
     ``optimizer.zero_grad``; ``pred = inferer(image, network)`` (``FORWARD_COMPLETED``);
     ``loss = loss_function(pred, label).mean()`` (``LOSS_COMPLETED``); ``loss.backward()`` (``BACKWARD_COMPLETED``);
-    ``optimizer.step()``; ``MODEL_COMPLETED``. Iteration events without handlers are not fired. The network and
-    the loss see plain tensors; with ``MetaTensor`` inputs ``pred`` and ``loss`` in ``state.output`` carry the
-    image's metadata, as MONAI's propagation gives them.
+    ``optimizer.step()``; ``MODEL_COMPLETED``. Iteration events without handlers are not fired. The network, inferer
+    and loss get the batch as ``prepare_batch`` gives it (a ``MetaTensor`` batch stays one), as in MONAI. Where
+    MONAI unwraps MetaTensors, when the forward is compiled, so does hotloop: the compute runs on plain tensors, and
+    ``image``, ``label`` and ``pred`` are cast back before ``MODEL_COMPLETED`` (``loss`` stays plain), with MONAI's
+    warning. A CUDA-graphed iteration (``cuda_graphs``) runs on plain tensors; ``pred`` and ``loss`` get the image's
+    metadata after it.
 
     Args:
         device: the device to run on.
@@ -181,6 +193,8 @@ class SupervisedTrainer(Trainer):
         self.compile = compile
         self._hl_forward = network_forward(network, compile, compile_kwargs, self.state.device)
         self._hl_forward_net = network  # a network assigned later to ``self.network`` runs as it is
+        # MONAI unwraps MetaTensors for its compiled network; hotloop does when its forward is compiled.
+        self._hl_compiled = isinstance(self._hl_forward, CompiledForward)
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.inferer = _monai.default_inferer() if inferer is None else inferer
@@ -224,10 +238,15 @@ class SupervisedTrainer(Trainer):
             ValueError: ``batchdata`` is None.
         """
         inputs, targets, args, kwargs = prepared(engine, batchdata)
-        engine.state.output = {_IMAGE: inputs, _LABEL: targets}
         graphed = engine._hl_graphed
         if graphed is not None and graphed.usable(engine, engine._hl_graph_parts(), args, kwargs):
+            engine.state.output = {_IMAGE: inputs, _LABEL: targets}
             return engine._hl_graphed_run(graphed, inputs, targets)
+        meta_type = engine._hl_meta_type
+        inputs_meta = targets_meta = None
+        if engine._hl_compiled:
+            inputs, targets, inputs_meta, targets_meta = unwrap_for_compile(inputs, targets, meta_type)
+        engine.state.output = {_IMAGE: inputs, _LABEL: targets}
         should_zero_grad, should_step = _accumulation(engine)
         engine.network.train()
         if should_zero_grad:
@@ -248,6 +267,7 @@ class SupervisedTrainer(Trainer):
             engine._hl_fire(events.BACKWARD_COMPLETED)
             if should_step:
                 engine.optimizer.step()
+        restore_after_compile(engine.state.output, inputs, targets, inputs_meta, targets_meta, meta_type)
         engine._hl_fire(events.MODEL_COMPLETED)
         return engine.state.output
 
@@ -264,27 +284,19 @@ class SupervisedTrainer(Trainer):
         return self.state.output
 
     def _hl_pred_loss(self, inputs: Any, targets: Any, args: tuple, kwargs: dict) -> torch.Tensor:
-        """Forward and loss on plain tensors; ``state.output`` gets ``pred`` and ``loss`` (with metadata back).
+        """MONAI's ``_compute_pred_loss``: ``state.output`` gets ``pred`` and ``loss``; returns the loss to back-prop.
 
         A handler of ``FORWARD_COMPLETED`` / ``LOSS_COMPLETED`` that replaces ``state.output["pred"]`` /
         ``["loss"]`` is honoured, as in MONAI: the replacement is what the loss / the backward pass uses.
         """
-        meta_type = self._hl_meta_type
-        x, y = plain(inputs, meta_type), plain(targets, meta_type)
         forward = self._hl_forward if self.network is self._hl_forward_net else self.network
-        pred = self.inferer(x, forward, *args, **kwargs)  # pred: [B, C, *spatial]
-        shown = pred if x is inputs else _monai.like(pred, inputs)
-        self.state.output[_PRED] = shown
+        output = self.state.output
+        output[_PRED] = self.inferer(inputs, forward, *args, **kwargs)  # pred: [B, C, *spatial]
         self._hl_fire(self._hl_events.FORWARD_COMPLETED)
-        current = self.state.output[_PRED]
-        if current is not shown:
-            pred = plain(current, meta_type)
-        loss = self.loss_function(pred, y).mean()
-        shown = loss if x is inputs else _monai.like(loss, inputs)
-        self.state.output[_LOSS] = shown
+        output = self.state.output
+        output[_LOSS] = self.loss_function(output[_PRED], targets).mean()
         self._hl_fire(self._hl_events.LOSS_COMPLETED)
-        current = self.state.output[_LOSS]
-        return loss if current is shown else current
+        return self.state.output[_LOSS]
 
 
 def _train_step(
