@@ -5,26 +5,31 @@ Change the import::
     from delira.training import PyTorchNetworkTrainer             # before
     from hotloop.compat.delira import PyTorchNetworkTrainer       # after
 
-The constructor, ``train``, ``predict``, the checkpoint files and the callback protocol are delira's (0.3, the
-PyTorch backend). Inside, the epochs and iterations are run by a :class:`hotloop.Engine` (``trainer.engine``; the
-validation pass by ``trainer.eval_engine``), the trainer's hooks are handlers of its events, and the training step is
-hotloop's (:func:`hotloop.step.build_train_step`), so the keyword-only options ``compile``, ``cuda_graphs``,
-``no_sync``, ``prefetch`` and ``max_compiled_shapes`` of :func:`hotloop.create_supervised_trainer` work here too.
+The constructor, ``train``, ``predict``, the network's ``prepare_batch`` and ``closure``, the optimizer wrappers, the
+checkpoint files (and the resume from them) and the callback protocol are delira's (0.3, the PyTorch backend:
+``delira/training/pytorch_trainer.py``). Inside, the epochs and iterations are run by a :class:`hotloop.Engine`
+(``trainer.engine``; the prediction pass by ``trainer.eval_engine``) and the trainer's hooks are handlers of its
+events.
 
-Batch convention (delira's ``AbstractPyTorchNetwork.prepare_batch`` and default ``closure``): a batch is a mapping.
-``batch["data"]`` goes to the input device and the network is called with it as its one positional argument,
-``preds = network(batch["data"])``. Every other value that is a tensor or a NumPy array is a label: labels go to the
-output device, in the batch's key order, and each criterion and metric is called as ``fn(preds, *labels)``. Other
-values (file names, meta data) are left out of the step. The loss that is back-propagated is the sum of all
-criterions; ``optimizers["default"]`` takes the step, as in delira's default closure. During validation, losses and
-metrics are reported with delira's ``"val_"`` prefix (``criterions={"CE": ...}`` gives ``"val_CE"``).
+The step (delira's ``AbstractPyTorchNetwork`` interface): every batch goes through the network's
+``prepare_batch(batch, input_device, output_device)``; a network with a ``closure`` is trained and evaluated by it,
+``closure(module, data_dict, optimizers, criterions=..., metrics=..., fold=..., batch_nr=...)``. A network without
+them gets hotloop's versions of delira's defaults: ``batch["data"]`` to the input device and every other tensor or
+NumPy entry (a label, in key order) to the output device; ``preds = network(batch["data"])``; each criterion and
+metric called as ``fn(preds, *labels)``; the sum of the criterions back-propagated and ``optimizers["default"]``
+stepped; losses and metrics reported with delira's ``"val_"`` prefix during validation. That step is hotloop's
+(:func:`hotloop.step.build_train_step`), so the keyword-only options ``compile``, ``cuda_graphs``, ``no_sync``,
+``prefetch`` and ``max_compiled_shapes`` of :func:`hotloop.create_supervised_trainer` work with it;
+``hotloop_step=True`` selects it for a network that has a closure.
 
-Data: ``train`` and ``predict`` accept a :class:`torch.utils.data.DataLoader`, any re-iterable of batches, or an
-object with delira's ``get_batchgen()`` (a data manager; ``train`` calls ``get_batchgen(seed=epoch)`` each epoch).
+Data: ``train`` and ``predict`` accept delira's data managers (objects with ``get_batchgen()``; ``train`` calls
+``get_batchgen(seed=epoch)`` each epoch) and batch generators, a :class:`torch.utils.data.DataLoader`, or any
+re-iterable of batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -41,7 +46,6 @@ import torch
 
 from hotloop.engine import Engine, Events
 from hotloop.step import build_eval_step, build_train_step
-from hotloop.step._tree import _tree_map
 from hotloop.supervised import _attach_prefetch, _call_model, _check_options, _identity, _loss_detached, _loss_item
 
 try:
@@ -54,6 +58,7 @@ except ImportError:  # pragma: no cover - numpy comes with every supported torch
 __all__ = [
     "AbstractCallback",
     "AbstractNetworkTrainer",
+    "DefaultOptimWrapperTorch",
     "InvalidCallbackError",
     "PyTorchNetworkTrainer",
     "PyTorchSchedulerCallback",
@@ -210,6 +215,72 @@ def create_optims_default_pytorch(model: torch.nn.Module, optim_cls: type, **opt
     return {"default": optim_cls(model.parameters(), **optim_params)}
 
 
+class DefaultOptimWrapperTorch:
+    """delira's optimizer wrapper (``delira.utils.context_managers``): the optimizer with apex's ``scale_loss``.
+
+    ``trainer.optimizers`` holds one per optimizer, as in delira, and delira closures use them as they are:
+    ``with optimizers["default"].scale_loss(loss) as scaled: scaled.backward()``, then ``optimizers["default"].step()``.
+    Every other attribute is the optimizer's (``param_groups``, ``state_dict``, ...); the optimizer itself is
+    ``wrapper._optimizer``. Without mixed precision ``scale_loss`` yields the loss unchanged (delira without apex).
+    With mixed precision on a GPU (hotloop's ``torch.amp`` in place of apex) it yields ``scaler.scale(loss)`` and
+    ``step()`` is ``scaler.step(optimizer)`` followed by ``scaler.update()``.
+
+    Args:
+        optimizer: the ``torch.optim.Optimizer`` to wrap.
+        *args: ignored (apex's ``num_loss`` and the like).
+        **kwargs: ``scaler``, a ``torch.amp.GradScaler`` or None; anything else is ignored.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> None:
+        self._optimizer = optimizer
+        self._scaler: torch.amp.GradScaler | None = kwargs.get("scaler")
+
+    @contextlib.contextmanager
+    def scale_loss(self, loss: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Yield the loss to call ``backward()`` on: scaled by the GradScaler with mixed precision, else as it is.
+
+        Args:
+            loss: the unscaled loss.
+        """
+        yield loss if self._scaler is None else self._scaler.scale(loss)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """The optimizer's step (through the GradScaler, then its update, with mixed precision).
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional for most optimizers; not with a scaler).
+        """
+        if self._scaler is None:
+            return self._optimizer.step(closure=closure)
+        result = self._scaler.step(self._optimizer)
+        self._scaler.update()
+        return result
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The optimizer's ``zero_grad``."""
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizer's ``state_dict``."""
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The optimizer's ``load_state_dict``."""
+        self._optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """The optimizer's ``add_param_group``."""
+        self._optimizer.add_param_group(param_group)
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr == "_optimizer":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(attr)
+        return getattr(self._optimizer, attr)
+
+    def __repr__(self) -> str:
+        return repr(self._optimizer)
+
+
 # -- batches ----------------------------------------------------------------------------------------------------------
 
 
@@ -222,7 +293,8 @@ def _as_tensor(value: Any) -> torch.Tensor | None:
 
 
 def _label_keys(batch: Mapping[str, Any]) -> list[str]:
-    return [k for k, v in batch.items() if k != "data" and _as_tensor(v) is not None]
+    # delira's predict: the prepared batch's entries whose key holds neither "data" nor "img", in sorted key order.
+    return sorted(k for k, v in batch.items() if "data" not in k and "img" not in k and isinstance(v, torch.Tensor))
 
 
 def _check_batch(batch: Any) -> None:
@@ -235,22 +307,52 @@ def _check_batch(batch: Any) -> None:
         raise KeyError(f"a batch should have a 'data' entry (delira's convention), got keys {list(batch)}")
 
 
-class _DictBatch:
-    """``prepare_batch`` for delira's dict batches: ``(data on the input device, labels on the output device)``."""
+class _Prepare:
+    """A raw batch as the step gets it: ``network.prepare_batch(batch, input_device, output_device)`` as in delira.
 
-    def __init__(self, input_device: torch.device, output_device: torch.device) -> None:
+    A network without delira's ``prepare_batch`` gets hotloop's: ``"data"`` to the input device, every other tensor
+    or NumPy entry to the output device (dtypes kept), other entries (file names, meta data) left out. delira's
+    ``prepare_batch`` may consume its argument (``batch.pop("data")``), so it gets a shallow copy: a re-iterable of
+    stored batches is not emptied by the first epoch.
+    """
+
+    def __init__(self, network_prepare: Callable | None, input_device: Any, output_device: Any, non_blocking: bool):
+        self.network_prepare = network_prepare
         self.input_device = input_device
         self.output_device = output_device
+        self.non_blocking = non_blocking
+
+    def __call__(self, batch: Any) -> Any:
+        if self.network_prepare is not None:
+            return self.network_prepare(
+                dict(batch) if isinstance(batch, Mapping) else batch, self.input_device, self.output_device
+            )
+        _check_batch(batch)
+        out: dict[str, Any] = {}
+        for key, value in batch.items():
+            tensor = _as_tensor(value)
+            if tensor is None:
+                continue
+            device = self.input_device if key == "data" else self.output_device
+            out[key] = tensor.to(device, non_blocking=self.non_blocking)
+        if "data" not in out:
+            raise TypeError(f"batch['data'] should be a tensor or a NumPy array, got {type(batch['data']).__name__}")
+        return out
+
+
+class _StepBatch:
+    """``prepare_batch`` of hotloop's step: ``(batch["data"], labels)`` of a prepared batch (labels: the other
+    tensors, in key order); with ``prepare``, the raw batch is prepared first."""
+
+    def __init__(self, prepare: _Prepare | None) -> None:
+        self.prepare = prepare
 
     def __call__(self, batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, tuple]:
+        if self.prepare is not None:
+            batch = self.prepare(batch)
         _check_batch(batch)
-        x = _as_tensor(batch["data"])
-        if x is None:
-            raise TypeError(f"batch['data'] should be a tensor or a NumPy array, got {type(batch['data']).__name__}")
-        x = x.to(self.input_device, non_blocking=non_blocking)
-        labels = (_as_tensor(v) for k, v in batch.items() if k != "data")
-        y = tuple(t.to(self.output_device, non_blocking=non_blocking) for t in labels if t is not None)
-        return x, y
+        labels = tuple(v for k, v in batch.items() if k != "data" and isinstance(v, torch.Tensor))
+        return batch["data"], labels
 
 
 class _SummedCriterions:
@@ -267,18 +369,83 @@ class _SummedCriterions:
 
 
 class _EvalValues:
-    """Output of the evaluation step: ``(preds, labels, {"val_<name>": value})``, metrics first, then losses."""
+    """Output of hotloop's evaluation step, as delira's closure returns it without optimizers:
+    ``({"val_<metric>": value}, {"val_<criterion>": value}, [preds])``."""
 
     def __init__(self, criterions: Mapping[str, Callable], metrics: Mapping[str, Callable]) -> None:
         self.criterions = criterions
         self.metrics = metrics
 
-    def __call__(self, x: Any, y: tuple, y_pred: Any) -> tuple[Any, tuple, dict[str, Any]]:
+    def __call__(self, x: Any, y: tuple, y_pred: Any) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        preds = list(y_pred) if isinstance(y_pred, (list, tuple)) else [y_pred]
         if not y:  # no labels: predictions only, as delira's closure skips losses and metrics
-            return y_pred, y, {}
-        values = {f"val_{k}": fn(y_pred, *y) for k, fn in self.metrics.items()}
-        values.update({f"val_{k}": fn(y_pred, *y) for k, fn in self.criterions.items()})
-        return y_pred, y, values
+            return {}, {}, preds
+        metric_vals = {f"val_{k}": fn(y_pred, *y) for k, fn in self.metrics.items()}
+        loss_vals = {f"val_{k}": fn(y_pred, *y).detach() for k, fn in self.criterions.items()}
+        return metric_vals, loss_vals, preds
+
+
+class _StepCounter:
+    """delira's ``batch_nr``: the index of the iteration within its epoch (an integer test per iteration)."""
+
+    __slots__ = ("epoch", "first")
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.first = 0
+
+    def __call__(self, state: Any) -> int:
+        if state.epoch != self.epoch:
+            self.epoch, self.first = state.epoch, state.iteration
+        return state.iteration - self.first
+
+
+class _ClosureTrainStep:
+    """The training step of a network with delira's ``closure``, called as delira's trainer calls it.
+
+    ``closure(module, network.prepare_batch(batch, ...), optimizers=trainer.optimizers,
+    criterions=trainer.criterions, metrics=trainer.metrics, fold=trainer.fold, batch_nr=...)``, under
+    ``torch.autocast`` with mixed precision; its return value is the iteration's output. The trainer is held weakly
+    (the engine is the trainer's attribute).
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = weakref.ref(trainer)
+        self.batch_nr = _StepCounter()
+
+    def __call__(self, engine: Engine, batch: Any) -> Any:
+        trainer: Any = self.trainer()
+        data_dict = trainer._prepare(batch)
+        with trainer._autocast():
+            return trainer._closure(
+                trainer.module,
+                data_dict,
+                optimizers=trainer.optimizers,
+                criterions=trainer.criterions,
+                metrics=trainer.metrics,
+                fold=trainer.fold,
+                batch_nr=self.batch_nr(engine.state),
+            )
+
+
+class _ClosureEvalStep:
+    """The prediction step with delira's ``closure``: ``closure(module, batch, optimizers={}, criterions=...,
+    metrics=..., fold=...)`` on a prepared (and possibly stacked) batch; returns ``(metrics, losses, preds)``."""
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = weakref.ref(trainer)
+
+    def __call__(self, engine: Engine, batch: Any) -> Any:
+        trainer: Any = self.trainer()
+        with trainer._autocast():
+            return trainer._closure(
+                trainer.module,
+                batch,
+                optimizers={},
+                criterions=trainer.criterions,
+                metrics=trainer.metrics,
+                fold=trainer.fold,
+            )
 
 
 def _cat_values(values: list[Any]) -> Any:
@@ -293,12 +460,26 @@ def _cat_values(values: list[Any]) -> Any:
 
 
 def _stack(group: list[Any]) -> dict[str, Any]:
+    # delira's predict: the prepared batches of a group concatenated key by key (torch.cat).
+    merged: dict[str, list[Any]] = {}
     for batch in group:
-        _check_batch(batch)
-    keys = list(group[0])
-    if any(list(b) != keys for b in group[1:]):
-        raise ValueError(f"batches stacked by predict(batch_size=...) should have the same keys, got {keys} and others")
-    return {k: _cat_values([b[k] for b in group]) for k in keys}
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"predict(batch_size=...) stacks dict batches, got {type(batch).__name__}")
+        for key, value in batch.items():
+            merged.setdefault(key, []).append(value)
+    return {k: _cat_values(v) for k, v in merged.items()}
+
+
+class _Prepared:
+    """The batches of ``data``, each prepared (``_Prepare``) as it is read: what delira's predict forwards."""
+
+    def __init__(self, data: Iterable, prepare: _Prepare) -> None:
+        self.data = data
+        self.prepare = prepare
+
+    def __iter__(self) -> Iterator[Any]:
+        prepare = self.prepare
+        return (prepare(batch) for batch in self.data)
 
 
 class _Stacked:
@@ -328,13 +509,19 @@ def _accepts_seed(get_batchgen: Callable) -> bool:
     return any(p.name == "seed" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def _finish(batchgen: Any) -> None:
+    finish = getattr(batchgen, "_finish", None)  # batchgenerators' MultiThreadedAugmenter stops its workers
+    if callable(finish):
+        finish()
+
+
 def _finishing(batchgen: Any) -> Iterator[Any]:
+    # delira's loops call batchgen._finish() after their last batch. The engine may stop reading at a known epoch
+    # length instead of at the end of the generator, so the generator is finished when it is closed too.
     try:
         yield from batchgen
     finally:
-        finish = getattr(batchgen, "_finish", None)  # batchgenerators' MultiThreadedAugmenter stops its workers
-        if callable(finish):
-            finish()
+        _finish(batchgen)
 
 
 class _DataManagerBatches:
@@ -372,61 +559,67 @@ def _to_host_async(t: torch.Tensor) -> torch.Tensor:
     return out.copy_(t, non_blocking=True)
 
 
-def _concat(chunks: list[Any]) -> Any:
-    first = chunks[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat([c.reshape(1) if c.dim() == 0 else c for c in chunks]).numpy()
-    if isinstance(first, Mapping):
-        return {k: _concat([c[k] for c in chunks]) for k in first}
-    if isinstance(first, (list, tuple)):
-        return [_concat([c[i] for c in chunks]) for i in range(len(first))]
-    return chunks
+def _host_outputs(preds: Any) -> Any:
+    if isinstance(preds, torch.Tensor):
+        return [_to_host_async(preds)]  # one output
+    if isinstance(preds, Mapping):
+        return {k: _to_host_async(v) for k, v in preds.items()}
+    return [_to_host_async(p) for p in preds]
 
 
-def _accumulator_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float32 if t.device.type == "mps" else torch.float64  # MPS has no float64
+def _rows(chunks: list[torch.Tensor]) -> Any:
+    # delira: np.vstack of the per-pass arrays, i.e. concatenated along dim 0 for outputs of 2 or more dims. A 1-d
+    # output is concatenated too (one entry per sample), where vstack would stack the passes as rows.
+    return np.concatenate([np.atleast_1d(c.numpy()) for c in chunks])
 
 
 class _PredictionCollector:
-    """Collects predictions, labels and sample-weighted metric sums of one ``predict`` run, without host syncs."""
+    """Collects one ``predict`` run as delira's predict does, without host syncs until the end.
+
+    Per forward pass: the predictions (one array per output), the labels (the prepared batch's entries whose key holds
+    neither ``"data"`` nor ``"img"``, sorted by key) and the sums of the metric and loss values; the means are the
+    sums divided by the number of forward passes, and stay tensors (delira's ``val.detach()`` sums).
+    """
 
     def __init__(self) -> None:
         self.reset()
 
     def reset(self) -> None:
         self.preds: list[Any] = []
-        self.labels: list[tuple] = []
-        self.label_keys: list[str] | None = None
-        self.sums: dict[str, Any] = {}
-        self.count = 0
+        self.labels: list[list[torch.Tensor]] = []
+        self.metric_sums: dict[str, Any] = {}
+        self.loss_sums: dict[str, Any] = {}
+        self.passes = 0
 
     def __call__(self, engine: Engine) -> None:
         state: Any = engine.state  # Ignite types output/batch narrowly
-        y_pred, y, values = state.output
-        batch = state.batch
-        n = len(batch["data"])  # host metadata only
-        if self.label_keys is None:
-            self.label_keys = _label_keys(batch)
-        self.preds.append(_tree_map(_to_host_async, y_pred))
-        self.labels.append(tuple(_to_host_async(t) for t in y))
-        for key, value in values.items():
-            if isinstance(value, torch.Tensor):
-                value = value.detach().to(_accumulator_dtype(value))
-            weighted = value * n
-            self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
-        self.count += n
+        metric_vals, loss_vals, preds = state.output
+        batch = state.batch  # the prepared batch the step got (a closure may have popped "data" from it)
+        self.preds.append(_host_outputs(preds))
+        self.labels.append([_to_host_async(batch[k]) for k in _label_keys(batch)])
+        _accumulate(self.metric_sums, metric_vals)
+        _accumulate(self.loss_sums, loss_vals)
+        self.passes += 1
 
-    def result(self) -> tuple[Any, list[Any], dict[str, float]]:
+    def result(self) -> tuple[Any, list[Any], dict[str, Any]]:
         _require_numpy()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()  # the one sync of a predict run: the async host copies must have landed
-        if not self.preds:
-            return np.empty((0,)), [], {}
-        preds = _concat(self.preds)
-        order = sorted(range(len(self.label_keys or [])), key=lambda i: (self.label_keys or [])[i])
-        labels = [_concat([chunk[i] for chunk in self.labels]) for i in order]
-        means = {k: float(v) / self.count for k, v in self.sums.items()}
+        labels = [_rows(list(chunks)) for chunks in zip(*self.labels)]
+        first = self.preds[0] if self.preds else []
+        if isinstance(first, Mapping):
+            preds: Any = {k: _rows([chunk[k] for chunk in self.preds]) for k in first}
+        else:
+            preds = [_rows(list(chunks)) for chunks in zip(*self.preds)]
+        means = {k: v / self.passes for k, v in {**self.metric_sums, **self.loss_sums}.items()}
         return preds, labels, means
+
+
+def _accumulate(sums: dict[str, Any], values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach()
+        sums[key] = sums[key] + value if key in sums else value
 
 
 # -- argument checks --------------------------------------------------------------------------------------------------
@@ -485,23 +678,6 @@ def _check_save_path(save_path: Any) -> str:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"save_path should be a directory, but {path!r} is a file")
     return path
-
-
-def _warn_if_delira_network(network: torch.nn.Module) -> None:
-    unused = [name for name in ("closure", "prepare_batch") if callable(getattr(network, name, None))]
-    if unused:
-        verb = "is" if len(unused) == 1 else "are"
-        warnings.warn(
-            f"hotloop: the network's {' and '.join(unused)} {verb} not used: the training step calls "
-            "network(batch['data']) and sums criterion(preds, *labels) over the criterions "
-            "(see docs/migration-delira.md)",
-            stacklevel=5,
-        )
-
-
-def _with_suffix(file_name: Any) -> str:
-    name = os.fspath(file_name)
-    return name if name.endswith((".pth", ".pt")) else name + ".pth"
 
 
 def _weak_handler(trainer: Any, method: str) -> Callable[[Engine], None]:
@@ -670,7 +846,7 @@ class AbstractNetworkTrainer:
         return self
 
     @staticmethod
-    def _is_better_val_scores(old_val_score: Any, new_val_score: Any, mode: str = "highest") -> bool:
+    def _is_better_val_scores(old_val_score: Any, new_val_score: Any, mode: str = "highest") -> Any:
         """Check whether the new validation score is better than the old one with respect to ``mode``.
 
         Args:
@@ -685,9 +861,9 @@ class AbstractNetworkTrainer:
             ValueError: ``mode`` is not ``"highest"`` or ``"lowest"``.
         """
         if mode == "highest":
-            return bool(new_val_score > old_val_score)
+            return new_val_score > old_val_score  # a bool, or a 0-d bool tensor for tensor scores, as in delira
         if mode == "lowest":
-            return bool(new_val_score < old_val_score)
+            return new_val_score < old_val_score
         raise ValueError(f"Invalid Mode: {mode!r}. Mode must be in {list(_MODES)}")
 
     @property
@@ -738,35 +914,42 @@ class _TrainRun:
     val_score_key: str | None = None
     mode: str = "highest"
     best_score: Any = field(init=False)
-    best_epoch: int | None = None
     metrics_val: dict[str, Any] = field(default_factory=dict)
-    warned_key: bool = False
     result: Any = None
 
     def __post_init__(self) -> None:
-        # delira starts "highest" at 0, so a score that is never positive is never best; -inf has no such blind spot.
-        self.best_score = -math.inf if self.mode == "highest" else math.inf
+        # delira's start: 0 in "highest" mode (a score that is never positive never makes a best model), inf else.
+        self.best_score = 0 if self.mode == "highest" else math.inf
 
 
 class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     """Train and validate a PyTorch network: delira's ``PyTorchNetworkTrainer`` on hotloop's :class:`~hotloop.Engine`.
 
-    Batches are dicts: the network is called as ``network(batch["data"])`` and every criterion and metric as
-    ``fn(preds, *labels)``, where the labels are the batch's other tensor/NumPy entries in key order (see the module
-    docstring). The training loss is the sum of the criterions; ``optimizers["default"]`` steps.
+    Each batch goes through the network's ``prepare_batch(batch, input_device, output_device)`` (delira's
+    ``AbstractPyTorchNetwork`` interface: it turns delira's NumPy batches into tensors of the right dtypes on the
+    right devices); then, for a network with delira's ``closure``, ``closure(module, data_dict,
+    optimizers=trainer.optimizers, criterions=..., metrics=..., fold=..., batch_nr=...)`` does the step, as in
+    delira. A network without them (any ``torch.nn.Module``) gets hotloop's: the batch dict's ``"data"`` to the input
+    device and its other tensor/NumPy entries (the labels, in key order) to the output device, then
+    ``preds = network(batch["data"])``, the sum of ``criterion(preds, *labels)`` back-propagated and
+    ``optimizers["default"]`` stepped — delira's default closure. ``hotloop_step=True`` takes that step for a
+    network with a closure too; it is the step ``compile``, ``cuda_graphs`` and ``no_sync`` apply to.
 
     ``trainer.engine`` runs the training epochs: its ``STARTED`` event calls :meth:`_at_training_begin`,
     ``EPOCH_STARTED`` :meth:`_at_epoch_begin`, ``EPOCH_COMPLETED`` the validation and :meth:`_at_epoch_end`, and
     ``COMPLETED`` :meth:`_at_training_end`. Ignite handlers attached to it run after these. ``trainer.eval_engine``
     runs :meth:`predict`.
 
-    Checkpoints go to ``save_path``: ``checkpoint_epoch_{start_epoch - 1}.pth`` when training begins,
-    ``checkpoint_epoch_{epoch}.pth`` after every epoch divisible by ``save_freq``, and ``checkpoint_best.pth``
-    whenever the validation score improves. Each holds ``{"model", "optimizer", "epoch"}`` (plus ``"scaler"`` with
-    mixed precision on a GPU), as ``delira.io.torch.save_checkpoint`` wrote them.
+    Checkpoints go to ``save_path``, as delira writes them: ``checkpoint_epoch_0.pth`` when training begins (holding
+    ``epoch=start_epoch``), ``checkpoint_epoch_{epoch}.pth`` after every epoch divisible by ``save_freq``, and
+    ``checkpoint_best.pth`` whenever the validation score improves. Each holds ``{"model", "optimizer", "epoch"}``
+    (plus ``"scaler"`` with mixed precision on a GPU). A trainer built on a ``save_path`` that holds
+    ``checkpoint_epoch_*`` files loads the latest one (delira's resume); :meth:`update_state` sets ``start_epoch`` to
+    the checkpoint's epoch, so training resumes with that epoch.
 
     Args:
-        network: the network (a ``torch.nn.Module``).
+        network: the network (a ``torch.nn.Module``; delira's ``AbstractPyTorchNetwork`` with its ``prepare_batch``
+            and ``closure``, or any module).
         save_path: the directory for checkpoints (created if missing).
         criterions: the losses, ``{name: fn(preds, *labels)}``; at least one.
         optimizer_cls: the optimizer class.
@@ -777,30 +960,36 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             callback class; one is made per optimizer as ``lr_scheduler_cls(optimizer, **lr_scheduler_params)``.
         lr_scheduler_params: keyword arguments for the scheduler (default: ``{}``).
         gpu_ids: GPU indices; empty: CPU. One GPU: the network runs there; several: ``torch.nn.DataParallel`` over
-            them with outputs and labels on the second, as delira does. Without CUDA, a warning and the CPU.
+            them with outputs and labels on the second, as delira does. Without CUDA: the CPU.
         save_freq: save a checkpoint every ``save_freq`` epochs.
-        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params)`` returns a dict of optimizers with a
-            ``"default"`` one (or exactly one).
+        optim_fn: ``optim_fn(network, optimizer_cls, **optimizer_params)`` returns a dict of optimizers (hotloop's
+            step needs a ``"default"`` one, or exactly one); ``trainer.optimizers`` wraps each in a
+            :class:`DefaultOptimWrapperTorch`, as delira does.
         fold: the current fold.
         callbacks: callbacks (see :meth:`register_callback`); they run before the scheduler callbacks.
-        start_epoch: the first epoch to train; :meth:`update_state` sets it to the checkpoint's epoch + 1.
-        mixed_precision: on a GPU, ``torch.autocast`` (float16) and a ``torch.amp.GradScaler``; on the CPU a no-op
-            with a warning (delira, without apex, also continued in full precision).
+        start_epoch: the first epoch to train; a loaded checkpoint sets it to the checkpoint's epoch.
+        mixed_precision: on a GPU, ``torch.autocast`` (float16) around the step and a ``torch.amp.GradScaler``
+            behind the wrappers' ``scale_loss`` / ``step``; on the CPU a no-op with a warning (delira, without apex,
+            also continued in full precision).
         mixed_precision_kwargs: apex's ``allow_banned``/``enable_caching``/``verbose`` (accepted and ignored) and
             ``GradScaler``'s ``init_scale``/``growth_factor``/``backoff_factor``/``growth_interval``.
         compile: hotloop only; as in :func:`hotloop.create_supervised_trainer` (``False``, ``True``, ``"auto"`` or
-            a dict of ``torch.compile`` kwargs), for the training and the evaluation step.
-        cuda_graphs: hotloop only; as in :func:`hotloop.create_supervised_trainer`.
-        no_sync: hotloop only; ``trainer.engine.state.output`` is the detached loss tensor instead of ``loss.item()``,
-            so a training iteration makes no host sync.
+            a dict of ``torch.compile`` kwargs), for hotloop's training and evaluation step.
+        cuda_graphs: hotloop only; as in :func:`hotloop.create_supervised_trainer`, for hotloop's step.
+        no_sync: hotloop only; with hotloop's step, ``trainer.engine.state.output`` is the detached loss tensor
+            instead of ``loss.item()``, so a training iteration makes no host sync. (A closure's iteration output is
+            what the closure returns.)
         prefetch: hotloop only; on CUDA, copy the next batch's tensors to the GPU while the current step runs.
         max_compiled_shapes: hotloop only; as in :func:`hotloop.create_supervised_trainer`.
+        hotloop_step: hotloop only; True: hotloop's step instead of the network's ``closure`` (the network's
+            ``prepare_batch`` still runs). Needed for ``compile`` and ``cuda_graphs`` with a network that has a
+            closure.
         **kwargs: set as attributes of the trainer (as delira does); a name the trainer already has is refused.
 
     Raises:
         TypeError: an argument has the wrong type (the message names it and what is expected).
         ValueError: an argument has a wrong value (e.g. ``save_freq=0``, no criterions, unknown
-            ``mixed_precision_kwargs``, a GPU index that does not exist).
+            ``mixed_precision_kwargs``, a GPU index that does not exist, ``compile`` with a network's closure).
 
     Examples:
         .. code-block:: python
@@ -809,8 +998,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
 
             trainer = PyTorchNetworkTrainer(net, "checkpoints", {"CE": torch.nn.CrossEntropyLoss()},
                                             torch.optim.Adam, {"lr": 1e-3}, metrics={"acc": accuracy},
-                                            gpu_ids=[0], mixed_precision=True, compile="auto", no_sync=True)
-            best = trainer.train(10, train_loader, valid_loader, val_score_key="val_acc")
+                                            gpu_ids=[0], mixed_precision=True)
+            best = trainer.train(10, train_manager, valid_manager, val_score_key="val_acc")
     """
 
     def __init__(
@@ -837,10 +1026,13 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         no_sync: bool = False,
         prefetch: bool = False,
         max_compiled_shapes: int = 4,
+        hotloop_step: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(fold, callbacks)
         _check_options(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
+        if not isinstance(hotloop_step, bool):
+            raise TypeError(f"hotloop_step should be True or False, got {hotloop_step!r}")
         self.save_path = _check_save_path(save_path)
         self.criterions = _check_mapping("criterions", criterions, of_callables=True)
         if not criterions:
@@ -855,8 +1047,10 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             "no_sync": no_sync,
             "prefetch": prefetch,
             "max_compiled_shapes": max_compiled_shapes,
+            "hotloop_step": hotloop_step,
         }
         self._run: _TrainRun | None = None
+        self._make_save_path()  # delira makes it before _setup, which looks in it for a state to resume from
         self._setup(
             network,
             optim_fn,
@@ -868,7 +1062,6 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             mixed_precision,
             mixed_precision_kwargs,
         )
-        self._make_save_path()
         self._set_extra_attributes(kwargs)
 
     # -- setup -------------------------------------------------------------------------------------------------------
@@ -885,7 +1078,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         mixed_precision: bool,
         mixed_precision_kwargs: Mapping[str, Any],
     ) -> None:
-        """Defines the trainer's setup: devices, optimizers, schedulers, mixed precision, steps and engines.
+        """Defines the trainer's setup: devices, mixed precision, optimizers, schedulers, steps, engines, resume.
 
         Args:
             network: the network to train.
@@ -904,21 +1097,20 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             raise TypeError(f"optimizer_cls should be an optimizer class, e.g. torch.optim.SGD, got {optimizer_cls!r}")
         if not callable(optim_fn):
             raise TypeError(f"optim_fn should be a function returning a dict of optimizers, got {optim_fn!r}")
-        _warn_if_delira_network(network)
         _check_mapping("optimizer_params", optimizer_params)
         _check_mapping("lr_scheduler_params", lr_scheduler_params)
         _check_mixed_precision(mixed_precision, mixed_precision_kwargs)
         self._setup_devices(network, _check_gpu_ids(gpu_ids))
-        self.optimizers = self._make_optimizers(optim_fn, optimizer_cls, optimizer_params)
-        self._register_schedulers(lr_scheduler_cls, lr_scheduler_params)
         self._setup_amp(mixed_precision, mixed_precision_kwargs)
+        self.optimizers = self._make_optimizers(optim_fn, network, optimizer_cls, optimizer_params)
+        self._register_schedulers(lr_scheduler_cls, lr_scheduler_params)
+        self._setup_network_hooks(network)
         self._build_engines()
+        self._load_latest_state()
 
     def _setup_devices(self, network: torch.nn.Module, gpu_ids: list[int]) -> None:
         self.use_gpu = bool(gpu_ids) and torch.cuda.is_available()
-        if gpu_ids and not self.use_gpu:
-            warnings.warn(f"hotloop: gpu_ids={gpu_ids} given but CUDA is not available; using the CPU", stacklevel=4)
-        if not self.use_gpu:
+        if not self.use_gpu:  # delira: the CPU, without a word, when CUDA is not available
             self.input_device = self.output_device = torch.device("cpu")
             self.module: torch.nn.Module = network.to(self.input_device)
             return
@@ -931,37 +1123,6 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if len(gpu_ids) > 1:
             self.module = torch.nn.DataParallel(self.module, device_ids=gpu_ids, output_device=gpu_ids[1])
 
-    def _make_optimizers(
-        self, optim_fn: Callable, optimizer_cls: type, optimizer_params: Mapping[str, Any]
-    ) -> dict[str, torch.optim.Optimizer]:
-        optimizers = optim_fn(self._network, optimizer_cls, **optimizer_params)
-        if not isinstance(optimizers, Mapping) or not optimizers:
-            raise TypeError(f"optim_fn should return a non-empty dict of optimizers, got {optimizers!r}")
-        bad = [k for k, v in optimizers.items() if not isinstance(v, torch.optim.Optimizer)]
-        if bad:
-            raise TypeError(f"optim_fn should return torch.optim.Optimizer instances; not optimizers: {bad}")
-        if "default" not in optimizers and len(optimizers) > 1:
-            raise ValueError(
-                f"optim_fn returned optimizers {sorted(optimizers)} without a 'default' one; the training step "
-                "(delira's default closure) steps optimizers['default']"
-            )
-        return dict(optimizers)
-
-    def _register_schedulers(self, lr_scheduler_cls: Any, lr_scheduler_params: Mapping[str, Any]) -> None:
-        if lr_scheduler_cls is None:
-            return
-        if not isinstance(lr_scheduler_cls, type):
-            raise TypeError(
-                f"lr_scheduler_cls should be a class (e.g. torch.optim.lr_scheduler.StepLR), got {lr_scheduler_cls!r}"
-            )
-        for optimizer in self.optimizers.values():
-            scheduler = lr_scheduler_cls(optimizer, **lr_scheduler_params)
-            if isinstance(
-                scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-            ):
-                scheduler = PyTorchSchedulerCallback(scheduler)
-            self.register_callback(scheduler)
-
     def _setup_amp(self, mixed_precision: bool, mixed_precision_kwargs: Mapping[str, Any]) -> None:
         self.mixed_precision = mixed_precision and self.use_gpu
         self.scaler: torch.amp.GradScaler | None = None
@@ -973,31 +1134,54 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             scaler_kwargs = {k: v for k, v in mixed_precision_kwargs.items() if k in _SCALER_KEYS}
             self.scaler = torch.amp.GradScaler("cuda", **scaler_kwargs)
 
-    def _build_engines(self) -> None:
-        hot = self._hot
-        prepare = _DictBatch(self.input_device, self.output_device)
-        common: dict[str, Any] = {
-            "device": self.input_device,
-            "non_blocking": self.use_gpu,
-            "prepare_batch": prepare,
-            "model_transform": _identity,
-            "model_fn": _call_model,
-            "amp": self.mixed_precision,
-            "compile": hot["compile"],
-            "cuda_graphs": hot["cuda_graphs"],
-            "max_compiled_shapes": hot["max_compiled_shapes"],
+    def _make_optimizers(
+        self, optim_fn: Callable, network: torch.nn.Module, optimizer_cls: type, optimizer_params: Mapping[str, Any]
+    ) -> dict[str, DefaultOptimWrapperTorch]:
+        optimizers = optim_fn(network, optimizer_cls, **optimizer_params)
+        if not isinstance(optimizers, Mapping) or not optimizers:
+            raise TypeError(f"optim_fn should return a non-empty dict of optimizers, got {optimizers!r}")
+        bad = [k for k, v in optimizers.items() if not isinstance(v, torch.optim.Optimizer)]
+        if bad:
+            raise TypeError(f"optim_fn should return torch.optim.Optimizer instances; not optimizers: {bad}")
+        return {
+            k: DefaultOptimWrapperTorch(v, num_loss=len(self.criterions), scaler=self.scaler)
+            for k, v in optimizers.items()
         }
-        self._train_step = build_train_step(
-            self.module,
-            self._step_optimizer(),
-            _SummedCriterions(self.criterions),
-            output_transform=_loss_detached if hot["no_sync"] else _loss_item,
-            gradient_accumulation_steps=1,
-            scaler=self.scaler,
-            **common,
+
+    def _register_schedulers(self, lr_scheduler_cls: Any, lr_scheduler_params: Mapping[str, Any]) -> None:
+        if lr_scheduler_cls is None:
+            return
+        if not isinstance(lr_scheduler_cls, type):
+            raise TypeError(
+                f"lr_scheduler_cls should be a class (e.g. torch.optim.lr_scheduler.StepLR), got {lr_scheduler_cls!r}"
+            )
+        for wrapper in self.optimizers.values():
+            scheduler = lr_scheduler_cls(wrapper._optimizer, **lr_scheduler_params)  # delira: the wrapped optimizer
+            if isinstance(
+                scheduler, (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            ):
+                scheduler = PyTorchSchedulerCallback(scheduler)
+            self.register_callback(scheduler)
+
+    def _setup_network_hooks(self, network: torch.nn.Module) -> None:
+        """delira's ``closure_fn = network.closure`` and ``prepare_batch = network.prepare_batch``, where they exist."""
+        prepare = getattr(network, "prepare_batch", None)
+        self._prepare = _Prepare(
+            prepare if callable(prepare) else None, self.input_device, self.output_device, self.use_gpu
         )
-        eval_step = build_eval_step(self.module, output_transform=_EvalValues(self.criterions, self.metrics), **common)
-        self.engine = Engine(self._train_step)
+        closure = getattr(network, "closure", None)
+        self._closure = closure if callable(closure) and not self._hot["hotloop_step"] else None
+        if self._closure is not None and (self._hot["compile"] is not False or self._hot["cuda_graphs"] is not False):
+            raise ValueError(
+                "compile and cuda_graphs apply to hotloop's step, and this network's closure runs each step as in "
+                "delira; pass hotloop_step=True to train with hotloop's step (network(batch['data']), the summed "
+                "criterions, optimizers['default'])"
+            )
+
+    def _build_engines(self) -> None:
+        train_step, eval_step = self._closure_steps() if self._closure is not None else self._hotloop_steps()
+        self._train_step = train_step
+        self.engine = Engine(train_step)
         for event, method in (
             (Events.STARTED, "_on_started"),
             (Events.EPOCH_STARTED, "_on_epoch_started"),
@@ -1009,18 +1193,85 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self.eval_engine = Engine(eval_step)
         self.eval_engine.add_event_handler(Events.ITERATION_COMPLETED, self._collector)
         for engine in (self.engine, self.eval_engine):
-            _attach_prefetch(engine, hot["prefetch"], self.input_device, self.use_gpu)
+            _attach_prefetch(engine, self._hot["prefetch"], self.input_device, self.use_gpu)
+
+    def _closure_steps(self) -> tuple[Callable, Callable]:
+        return _ClosureTrainStep(self), _ClosureEvalStep(self)
+
+    def _hotloop_steps(self) -> tuple[Callable, Callable]:
+        hot = self._hot
+        common: dict[str, Any] = {
+            "device": self.input_device,
+            "non_blocking": self.use_gpu,
+            "model_transform": _identity,
+            "model_fn": _call_model,
+            "amp": self.mixed_precision,
+            "compile": hot["compile"],
+            "cuda_graphs": hot["cuda_graphs"],
+            "max_compiled_shapes": hot["max_compiled_shapes"],
+        }
+        train_step = build_train_step(
+            self.module,
+            self._step_optimizer(),
+            _SummedCriterions(self.criterions),
+            prepare_batch=_StepBatch(self._prepare),
+            output_transform=_loss_detached if hot["no_sync"] else _loss_item,
+            gradient_accumulation_steps=1,
+            scaler=self.scaler,
+            **common,
+        )
+        eval_step = build_eval_step(
+            self.module,
+            prepare_batch=_StepBatch(None),  # predict prepares (and stacks) the batches before the step
+            output_transform=_EvalValues(self.criterions, self.metrics),
+            **common,
+        )
+        return train_step, eval_step
 
     def _step_optimizer(self) -> torch.optim.Optimizer:
         if "default" in self.optimizers:
-            return self.optimizers["default"]
-        return next(iter(self.optimizers.values()))
+            return self.optimizers["default"]._optimizer
+        if len(self.optimizers) > 1:
+            raise ValueError(
+                f"optim_fn returned optimizers {sorted(self.optimizers)} without a 'default' one; hotloop's step "
+                "(delira's default closure) steps optimizers['default']"
+            )
+        return next(iter(self.optimizers.values()))._optimizer
+
+    def _autocast(self) -> Any:
+        return torch.autocast("cuda", dtype=torch.float16) if self.mixed_precision else contextlib.nullcontext()
 
     def _make_save_path(self) -> None:
         if os.path.isdir(self.save_path):
-            _logger.info("Save Path %s already exists. Saved Models may be overwritten", self.save_path)
+            _logger.warning("Save Path already exists. Saved Models may be overwritten")
         else:
             os.makedirs(self.save_path)
+
+    def _load_latest_state(self) -> None:
+        """delira's resume: load the ``checkpoint_epoch_{N}.pth`` of the highest ``N`` found in ``save_path``.
+
+        The files considered are those whose name starts with ``checkpoint`` and does not end with ``_best.pth``;
+        ``N`` is the part after the last ``_`` (a name without a number there is skipped, where delira raised).
+        A checkpoint without the trainer's keys is skipped with delira's warning.
+        """
+        epochs = []
+        for name in os.listdir(self.save_path):
+            if not name.startswith("checkpoint") or name.endswith("_best.pth"):
+                continue
+            if not os.path.isfile(os.path.join(self.save_path, name)):
+                continue
+            try:
+                epochs.append(int(name.rsplit("_", 1)[-1].rsplit(".", 1)[0]))
+            except ValueError:
+                continue
+        if not epochs:
+            return
+        path = os.path.join(self.save_path, f"checkpoint_epoch_{max(epochs)}.pth")
+        _logger.info("Attempting to load state from previous training from %s", path)
+        try:
+            self.update_state(path)
+        except KeyError:
+            _logger.warning("Previous State could not be loaded, although it exists. Training will be restarted")
 
     def _set_extra_attributes(self, kwargs: Mapping[str, Any]) -> None:
         clashes = sorted(k for k in kwargs if hasattr(self, k))
@@ -1049,15 +1300,19 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self._current_run(engine)
         engine.state.epoch = self.start_epoch - 1  # the engine counts epochs; a resumed trainer continues its count
         self._at_training_begin()
+        self.module.train()
+        # delira's train(): checkpoint_epoch_0.pth holds the state training starts from, with epoch=start_epoch.
+        self.save_state(os.path.join(self.save_path, "checkpoint_epoch_0.pth"), self.start_epoch)
 
     def _on_epoch_started(self, engine: Engine) -> None:
         run = self._current_run(engine)
         self._at_epoch_begin(run.metrics_val, run.val_score_key, engine.state.epoch, run.num_epochs)
+        self.module.train()  # delira's _train_single_epoch
 
     def _on_epoch_completed(self, engine: Engine) -> None:
         run = self._current_run(engine)
         epoch = engine.state.epoch
-        metrics_val, is_best = self._validate(run, epoch)
+        metrics_val, is_best = self._validate(run)
         run.metrics_val = metrics_val
         self._at_epoch_end(metrics_val, run.val_score_key, epoch, is_best)
         if self.stop_training:  # set by a callback, e.g. early stopping
@@ -1066,48 +1321,53 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     def _on_completed(self, engine: Engine) -> None:
         self._current_run(engine).result = self._at_training_end()
 
-    def _validate(self, run: _TrainRun, epoch: int) -> tuple[dict[str, Any], bool]:
-        if run.valid is None:
+    def _validate(self, run: _TrainRun) -> tuple[dict[str, Any], Any]:
+        """delira's validation after an epoch: ``(metrics_val, is_best)``."""
+        if not run.valid:
             return {}, False
-        _, _, metrics_val = self.predict(run.valid)
+        metrics_val = self._predict_valid(run.valid)
         if run.val_score_key not in metrics_val:
-            if not run.warned_key:
-                _logger.warning(
-                    "Validation score key %r not in metric dict %s. Logging metrics but can't decide which model "
-                    "is best",
-                    run.val_score_key,
-                    sorted(metrics_val),
-                )
-                run.warned_key = True
+            _logger.warning(
+                "Validation score key not in metric dict. Logging metrics but can't decide which model is best"
+            )
             return metrics_val, False
         score = metrics_val[run.val_score_key]
-        if not self._is_better_val_scores(run.best_score, score, run.mode):
-            return metrics_val, False
-        run.best_score, run.best_epoch = score, epoch
-        _logger.info("Best val score = %2.3f", score)
-        return metrics_val, True
+        is_best = self._is_better_val_scores(run.best_score, score, run.mode)
+        if is_best:
+            run.best_score = score
+            _logger.info("Best val score = %2.3f", float(score))
+        return metrics_val, is_best
+
+    def _predict_valid(self, valid: Any) -> dict[str, Any]:
+        """The validation metrics. A delira data manager is re-batched as delira does: batch size 1 and one
+        augmentation process, stacked back to its batch size by :meth:`predict`, so that no sample is dropped."""
+        if not all(hasattr(valid, a) for a in ("get_batchgen", "batch_size", "n_process_augmentation")):
+            return self.predict(valid)[2]
+        batch_size, processes = valid.batch_size, valid.n_process_augmentation
+        valid.batch_size, valid.n_process_augmentation = 1, 1
+        try:
+            return self.predict(valid.get_batchgen(), batch_size=batch_size)[2]
+        finally:
+            valid.batch_size, valid.n_process_augmentation = batch_size, processes
 
     # -- hooks -------------------------------------------------------------------------------------------------------
 
     def _at_training_begin(self, *args: Any, **kwargs: Any) -> None:
-        """Defines behaviour at beginning of training: saves ``checkpoint_epoch_{start_epoch - 1}.pth``.
+        """Defines behaviour at beginning of training: nothing here (delira's); subclasses may add to it.
 
         Args:
             *args: positional arguments (unused).
             **kwargs: keyword arguments (unused).
         """
-        epoch = self.start_epoch - 1
-        self.save_state(os.path.join(self.save_path, f"checkpoint_epoch_{epoch}"), epoch)
 
     def _at_training_end(self) -> torch.nn.Module:
-        """Defines behaviour at end of training: loads the best model if this run saved one.
+        """Defines behaviour at end of training: loads ``checkpoint_best.pth`` if ``save_path`` holds one.
 
         Returns:
-            the best network, or the last one when no validation score decided a best one.
+            the best network, or the last one when there is no best checkpoint.
         """
-        run = self._run
         best = os.path.join(self.save_path, _BEST_NAME)
-        if run is not None and run.best_epoch is not None and os.path.isfile(best):
+        if os.path.isfile(best):
             self.update_state(best)
         return self.module
 
@@ -1134,7 +1394,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             )
 
     def _at_epoch_end(
-        self, metrics_val: Mapping[str, Any], val_score_key: str | None, epoch: int, is_best: bool, **kwargs: Any
+        self, metrics_val: Mapping[str, Any], val_score_key: str | None, epoch: int, is_best: Any, **kwargs: Any
     ) -> None:
         """Defines behaviour at end of each epoch: executes all callbacks' ``at_epoch_end`` and saves checkpoints.
 
@@ -1171,16 +1431,16 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
 
         Args:
             num_epochs: the last epoch to train.
-            datamgr_train: the training data: a DataLoader, a re-iterable of dict batches, or an object with
-                ``get_batchgen(seed=...)`` (called once per epoch with the epoch number).
-            datamgr_valid: the validation data, of the same kinds, or None.
+            datamgr_train: the training data: a delira data manager (``get_batchgen(seed=epoch)`` is called once per
+                epoch), a DataLoader or a re-iterable of dict batches.
+            datamgr_valid: the validation data, of the same kinds, or None. A data manager is read with batch size
+                1 and its batches stacked back to its batch size (delira's way of not dropping samples).
             val_score_key: the validation metric or loss that selects the best model (with delira's prefix,
                 e.g. ``"val_accuracy"``, ``"val_CE"``).
             val_score_mode: ``"highest"`` or ``"lowest"``: which score is best.
 
         Returns:
-            the best network (``checkpoint_best.pth`` of this run is loaded back), or the last one if
-            ``val_score_key`` is not a validation metric or there is no validation data.
+            the network from ``checkpoint_best.pth`` if ``save_path`` holds one, else the last one.
 
         Raises:
             TypeError: ``num_epochs`` is not an integer, or the data is none of the accepted kinds.
@@ -1194,7 +1454,6 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             _as_batches(datamgr_valid, "datamgr_valid")
         self._warn_if_single_epoch_overridden()
         self._run = _TrainRun(num_epochs, datamgr_valid, val_score_key, val_score_mode)
-        self.stop_training = False
         state = self.engine.state
         state.max_epochs = state.max_iters = state.epoch_length = None  # a new run, not a resume of the last one
         try:
@@ -1203,46 +1462,59 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         finally:
             self._run = None
 
-    def predict(self, batchgen: Any, batch_size: int | None = None) -> tuple[Any, list[Any], dict[str, float]]:
-        """Predict the batches of ``batchgen`` and compute the mean validation metrics and losses.
+    def predict(self, batchgen: Any, batch_size: int | None = None) -> tuple[Any, list[Any], dict[str, Any]]:
+        """Predict the batches of ``batchgen`` and compute the mean validation metrics and losses, as delira does.
+
+        Each batch goes through the network's ``prepare_batch``; with ``batch_size``, ``batch_size`` prepared batches
+        are concatenated (``torch.cat``) and forwarded together (the last group may be smaller). The network runs
+        in eval mode (``module.eval()``, which stays set). A batch generator's ``_finish()`` is called at the end.
 
         Args:
-            batchgen: a DataLoader, an iterable of dict batches, or an object with ``get_batchgen()``.
-            batch_size: None: forward each batch as it comes. An int: delira's artificial batch size, ``batch_size``
-                consecutive batches are concatenated and forwarded together (the last group may be smaller).
+            batchgen: a batch generator (e.g. batchgenerators' ``MultiThreadedAugmenter``), a DataLoader, an
+                iterable of dict batches, or a data manager (an object with ``get_batchgen()``).
+            batch_size: None: forward each batch as it comes. An int: delira's artificial batch size.
 
         Returns:
-            ``(predictions, labels, metrics)``: the predictions as a NumPy array concatenated over batches (a list
-            or dict of arrays if the network returns a tuple or dict), the labels as a list of arrays, one per label
-            key in sorted key order, and ``{"val_<name>": mean}`` of metrics and losses as floats, each the mean
-            over samples of the per-batch values.
+            ``(predictions, labels, metrics)``: a list with one NumPy array per network output (the closure's
+            ``preds``; a dict of arrays if it returns a dict), each concatenated over the forward passes along
+            dim 0; a list with one array per label entry of the prepared batches (keys holding neither ``"data"``
+            nor ``"img"``, in sorted key order); and ``{"val_<name>": mean}`` for the metrics and losses, each the
+            sum of the forward passes' values divided by their number (tensors, as delira's are).
 
         Raises:
-            TypeError: ``batchgen`` is none of the accepted kinds, a batch is not a dict, or ``batch_size`` is not
-                an integer.
+            TypeError: ``batchgen`` is none of the accepted kinds, or ``batch_size`` is not an integer.
             ValueError: ``batch_size < 1``.
             ModuleNotFoundError: NumPy is not installed.
         """
         data = _as_batches(batchgen, "batchgen")
+        forward: Iterable = _Prepared(data, self._prepare)
         if batch_size is not None:
-            data = _Stacked(data, _check_int("batch_size", batch_size, 1))
+            forward = _Stacked(forward, _check_int("batch_size", batch_size, 1))
+        self.module.eval()
         self._collector.reset()
         state = self.eval_engine.state
         state.max_epochs = state.max_iters = state.epoch_length = None
         try:
-            self.eval_engine.run(data, max_epochs=1)
-            return self._collector.result()
+            self.eval_engine.run(forward, max_epochs=1)
+            result = self._collector.result()
         finally:
             self._collector.reset()  # release the collected tensors
+        if data is batchgen:
+            _finish(batchgen)  # delira: batchgen._finish() ends the generator's worker processes
+        return result
 
     def _train_single_epoch(self, batchgen: Any, epoch: int) -> None:
         """Trains the network a single epoch on a fresh engine (``train`` runs all epochs on ``self.engine``).
 
         Args:
-            batchgen: the training batches (any kind ``train`` accepts).
+            batchgen: the training batches (any kind ``train`` accepts); a batch generator is finished at the end.
             epoch: the current epoch (the seed for ``get_batchgen``).
         """
-        Engine(self._train_step).run(_as_batches(batchgen, "batchgen", lambda: epoch), max_epochs=1)
+        self.module.train()
+        data = _as_batches(batchgen, "batchgen", lambda: epoch)
+        Engine(self._train_step).run(data, max_epochs=1)
+        if data is batchgen:
+            _finish(batchgen)
 
     def _warn_if_single_epoch_overridden(self) -> None:
         if type(self)._train_single_epoch is not PyTorchNetworkTrainer._train_single_epoch:
@@ -1257,39 +1529,43 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         return lambda: ref().state.epoch  # type: ignore[union-attr]
 
     def save_state(self, file_name: str | os.PathLike, epoch: int, **kwargs: Any) -> None:
-        """Save the current state, as ``delira.io.torch.save_checkpoint`` did.
+        """Save the current state to ``file_name``, as ``delira.io.torch.save_checkpoint`` did.
 
         Args:
-            file_name: the file (``.pth`` is appended unless it ends with ``.pth`` or ``.pt``).
-            epoch: the current epoch, saved with the state.
+            file_name: the file (used as it is).
+            epoch: the current epoch, saved with the state (None is saved as 0).
             **kwargs: passed to ``torch.save``.
         """
         state: dict[str, Any] = {
             "optimizer": {k: opt.state_dict() for k, opt in self.optimizers.items()},
             "model": self._network.state_dict(),
-            "epoch": epoch,
+            "epoch": 0 if epoch is None else epoch,
         }
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
-        torch.save(state, _with_suffix(file_name), **kwargs)
+        torch.save(state, os.fspath(file_name), **kwargs)
 
     @staticmethod
     def load_state(file_name: str | os.PathLike, **kwargs: Any) -> dict:
-        """Load a state from file, as ``delira.io.torch.load_checkpoint`` did.
+        """Load a state from ``file_name``, as ``delira.io.torch.load_checkpoint`` did.
 
         Args:
-            file_name: the file (``.pth`` is appended unless it ends with ``.pth`` or ``.pt``).
+            file_name: the file.
             **kwargs: passed to ``torch.load``.
 
         Returns:
-            the state: ``{"model", "optimizer", "epoch"}`` (and ``"scaler"``).
+            the state, ``{"model", "optimizer", "epoch"}`` (and ``"scaler"``); for a file without those keys, its
+            ``"state_dict"`` entry.
 
         Raises:
             TypeError: the file does not hold a dict.
+            KeyError: it holds neither the trainer's keys nor a ``"state_dict"``.
         """
-        state = torch.load(_with_suffix(file_name), **kwargs)
+        state = torch.load(os.fspath(file_name), **kwargs)
         if not isinstance(state, dict):
             raise TypeError(f"{file_name} does not hold a trainer state (a dict), got {type(state).__name__}")
+        if not all(key in state for key in ("model", "optimizer", "epoch")):
+            return state["state_dict"]
         return state
 
     def update_state(self, file_name: str | os.PathLike, *args: Any, **kwargs: Any) -> PyTorchNetworkTrainer:
@@ -1310,8 +1586,9 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
     def _update_state(self, new_state: Mapping[str, Any] | None) -> PyTorchNetworkTrainer:
         """Update the state from a given new state.
 
-        ``"model"`` is loaded into the network, ``"optimizer"`` into the optimizers (by key), ``"scaler"`` into the
-        GradScaler, ``"epoch"`` sets ``start_epoch`` to the next epoch; any other key becomes an attribute.
+        ``"model"`` is loaded into the network, a non-empty ``"optimizer"`` into the optimizers (by key),
+        ``"scaler"`` into the GradScaler, ``"epoch"`` becomes ``start_epoch`` (delira's: training resumes with the
+        saved epoch); any other key becomes an attribute.
 
         Args:
             new_state: the new state.
@@ -1324,9 +1601,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if not isinstance(new_state, Mapping):
             raise TypeError(f"a new state should be a dict, got {new_state!r}")
         rest = dict(new_state)
-        model_state = rest.pop("model", None)
-        if model_state:
-            self._network.load_state_dict(model_state)
+        if "model" in rest:
+            self._network.load_state_dict(rest.pop("model"))
         optim_state = rest.pop("optimizer", None)
         if optim_state:
             for key, optimizer in self.optimizers.items():
@@ -1335,6 +1611,6 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         if scaler_state and self.scaler is not None:
             self.scaler.load_state_dict(scaler_state)
         if "epoch" in rest:
-            self.start_epoch = int(rest.pop("epoch")) + 1
+            self.start_epoch = rest.pop("epoch")
         super()._update_state(rest)
         return self
