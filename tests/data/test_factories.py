@@ -177,3 +177,12 @@ def test_small_cnn_trains_through_create_supervised_trainer(digits_png, backend)
     assert trainer.state.epoch_length == len(loader) == 6
     n = len(loader)
     assert sum(losses[-n:]) < sum(losses[:n])  # it learns
+
+
+def test_dataloader_fallback_without_pillow_names_the_extra_before_any_work(hide_packages, tmp_path):
+    hide_packages("PIL")
+    absent = tmp_path / "not-there"  # no folder is listed: the check comes first
+    with pytest.raises(ModuleNotFoundError, match=r"backend='torch'.* needs Pillow, .*'hotloop\[images\]'"):
+        image_folder_loader(absent, batch_size=4, image_size=8, backend="torch")
+    with pytest.raises(ModuleNotFoundError, match=r"image_size=None.* needs Pillow, .*'hotloop\[images\]'"):
+        image_folder_loader(absent, batch_size=4, image_size=None, backend="auto")

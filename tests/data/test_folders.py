@@ -81,3 +81,13 @@ def test_list_volumes(volumes, tmp_path):
         list_volumes([str(tmp_path / "a.png")])
     with pytest.raises(ValueError, match="empty"):
         list_volumes([])
+
+
+def test_write_digits_without_sklearn_or_pillow_names_both_and_the_extra(hide_packages, tmp_path):
+    hide_packages("sklearn", "PIL")
+    with pytest.raises(ModuleNotFoundError) as raised:
+        write_digits_folder(tmp_path / "digits")
+    assert str(raised.value) == (
+        "write_digits_folder needs scikit-learn and Pillow, which are not installed: pip install 'hotloop[bench]'"
+    )
+    assert not (tmp_path / "digits").exists()

@@ -87,3 +87,10 @@ def test_dataset_crops_and_flips_deterministically(digits_png):
     dataset = ImageFolderDataset(files, labels, ImageTransform((8, 8), train=True, grayscale=True), seed=0)
     assert dataset[(0, 0)][0].shape == (1, 8, 8) and torch.equal(dataset[(0, 0)][0], dataset[(0, 0)][0])
     assert any(not torch.equal(dataset[(i, 0)][0], dataset[(i, 1)][0]) for i in range(10))  # new draws per epoch
+
+
+def test_image_dataset_without_pillow_fails_in_the_main_process(hide_packages):
+    """A worker process would otherwise fail on its first image with a bare ``No module named 'PIL'``."""
+    hide_packages("PIL")
+    with pytest.raises(ModuleNotFoundError, match=r"needs Pillow, which is not installed: .*'hotloop\[images\]'"):
+        ImageFolderDataset(["a.png"], [0], ImageTransform(image_size=8))

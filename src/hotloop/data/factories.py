@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hotloop._optional import PILLOW, require
 from hotloop.data.folders import list_image_folder, list_volumes
 from hotloop.data.pipelines import HAS_DALI, dali_device_id, image_folder_pipeline, require_dali, volume_pipeline
 from hotloop.data.torch_loader import ImageFolderDataset, ShardedBatchSampler, TorchLoader, VolumeDataset
@@ -108,6 +109,8 @@ class _FirstBadImage:
         self.files = files
 
     def __call__(self) -> str | None:
+        if not PILLOW.installed():  # the diagnosis is a courtesy: DALI's own error is raised either way
+            return None
         from PIL import Image
 
         for f in self.files:
@@ -191,7 +194,8 @@ def image_folder_loader(
     Raises:
         FileNotFoundError: ``root`` does not exist.
         ValueError: ``root`` has no class folder or no image, or an argument is out of range.
-        ModuleNotFoundError: ``backend="dali"`` without DALI installed (``pip install 'hotloop[dali]'``).
+        ModuleNotFoundError: ``backend="dali"`` without DALI installed (``pip install 'hotloop[dali]'``), or the
+            DataLoader fallback (or ``image_size=None``) without Pillow (``pip install 'hotloop[images]'``).
         RuntimeError: ``device`` is CUDA and CUDA is not available.
 
     Examples:
@@ -202,6 +206,10 @@ def image_folder_loader(
     """
     keys = _check_common(batch_size, num_threads, seed, output_map, 2)
     chosen = resolve_backend(backend)
+    if chosen == "torch":
+        require("image_folder_loader's DataLoader fallback (backend='torch', decoding with PIL)", PILLOW)
+    if image_size is None:
+        require("image_folder_loader(image_size=None) (reading the first image's size with PIL)", PILLOW)
     shard, shards = resolve_shard(shard_id, num_shards)
     files, labels, _ = list_image_folder(root)
     transform = ImageTransform(

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from hotloop._optional import PILLOW, SKLEARN, require
+
 __all__ = ["IMAGE_EXTENSIONS", "list_image_folder", "list_volumes", "write_digits_folder"]
 
 #: File endings taken as images in a class folder (lower-cased before comparison).
@@ -165,7 +167,7 @@ def write_digits_folder(
 
     Raises:
         ValueError: ``fmt``, ``split`` or ``val_fraction`` is not one of the accepted values.
-        ModuleNotFoundError: scikit-learn or Pillow is not installed.
+        ModuleNotFoundError: scikit-learn or Pillow is not installed (``pip install 'hotloop[bench]'``).
 
     Examples:
         .. code-block:: python
@@ -177,10 +179,9 @@ def write_digits_folder(
             info["count"]  # 359
     """
     _check_digits_args(fmt, split, val_fraction)
-    try:
-        from PIL import Image
-    except ModuleNotFoundError as e:
-        raise ModuleNotFoundError("write_digits_folder needs Pillow: pip install pillow") from e
+    require("write_digits_folder", SKLEARN, PILLOW, extra="bench")
+    from PIL import Image
+
     pil_format, suffix = _FORMATS[fmt]
     images, labels, index = _digits(split, val_fraction, seed)
     out = Path(root)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hotloop._optional import PILLOW, require
 from hotloop.data.transforms import ImageTransform, VolumeTransform
 
 __all__ = ["ImageFolderDataset", "ShardedBatchSampler", "TorchLoader", "VolumeDataset"]
@@ -91,9 +92,14 @@ class ImageFolderDataset(Dataset):
         labels: one integer label per file.
         transform: sizes, augmentations and normalisation.
         seed: seeds the augmentations.
+
+    Raises:
+        ModuleNotFoundError: Pillow is not installed (``pip install 'hotloop[images]'``).
     """
 
     def __init__(self, files: Sequence[str], labels: Sequence[int], transform: ImageTransform, seed: int = 0) -> None:
+        # Checked here, in the main process: a worker process would otherwise fail on its first image.
+        require("ImageFolderDataset (decoding images with PIL)", PILLOW)
         self.files, self.labels, self.transform, self.seed = list(files), list(labels), transform, seed
         self._mean = torch.tensor(transform.mean255).view(-1, 1, 1)
         self._inv_std = 1.0 / torch.tensor(transform.std255).view(-1, 1, 1)

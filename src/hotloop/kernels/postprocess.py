@@ -10,8 +10,16 @@ The ``*_reference`` functions are the semantics, in plain torch.
 """
 
 import torch
-import triton
-import triton.language as tl
+
+from hotloop._optional import TRITON
+
+try:
+    import triton
+    import triton.language as tl
+except ModuleNotFoundError as error:  # without triton: one error naming the extra, not a bare "No module named"
+    if error.name != "triton":
+        raise
+    raise TRITON.error("hotloop.kernels.postprocess (Triton kernels)") from error
 
 __all__ = [
     "argmax",

@@ -27,8 +27,16 @@ The ``*_reference`` functions say the same in plain torch (with one-hot tensors:
 """
 
 import torch
-import triton
-import triton.language as tl
+
+from hotloop._optional import TRITON
+
+try:
+    import triton
+    import triton.language as tl
+except ModuleNotFoundError as error:  # without triton: one error naming the extra, not a bare "No module named"
+    if error.name != "triton":
+        raise
+    raise TRITON.error("hotloop.kernels.stats (Triton kernels)") from error
 
 from hotloop.kernels.postprocess import _channel_argmax, _round_to
 
