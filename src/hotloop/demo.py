@@ -1,4 +1,4 @@
-"""``hotloop demo``: train and evaluate a small CNN with hotloop, then the same run on Ignite's stock trainer.
+"""``hotloop demo``: train and evaluate a small CNN with hotloop and, epoch by epoch in turn, on Ignite's stock trainer.
 
 The demo trains on scikit-learn's digits (1797 grayscale 8x8 images shipped inside scikit-learn: no download), or on
 an image folder given with ``--data`` (``train/`` and ``val/``, each with one sub-folder per class). It uses
@@ -6,7 +6,8 @@ an image folder given with ``--data`` (``train/`` and ``val/``, each with one su
 ``ProgressBar`` for each epoch and ``Checkpoint``/``DiskSaver`` for the best models. After each epoch it prints the
 validation accuracy and loss and the training throughput. Beside it, a fresh copy of the same model (same initial
 weights, data order and seed) trains with ``ignite.engine.create_supervised_trainer``, the two alternating epoch by
-epoch so that a busy machine slows both alike; the report puts their accuracy and samples/s side by side.
+epoch so that a busy machine slows both alike; the report puts their accuracy and samples/s side by side, and compares
+the speeds as the median of the per-epoch ratios with their range ("equal within noise" when the range spans 1).
 
 Input pipeline (``--loader auto``): when NVIDIA DALI is installed the digits are written as PNG files under
 ``--output`` and read back by :func:`hotloop.data.image_folder_loader` (``backend="dali"``); otherwise they stay in
@@ -24,12 +25,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -37,15 +37,20 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
+from hotloop._optional import DALI, PILLOW, SKLEARN, TQDM, require
+
 __all__ = [
     "DemoConfig",
     "DemoReport",
     "RunResult",
     "add_arguments",
+    "check_requirements",
     "config_from_args",
+    "epoch_ratios",
     "make_model",
     "resolve_device",
     "run_demo",
+    "speed_verdict",
 ]
 
 _LEARNING_RATE = 0.05
@@ -194,14 +199,6 @@ def make_model(in_channels: int = 1, num_classes: int = 10, seed: int = 0) -> to
 # ---------------------------------------------------------------------------------------------------------------- data
 
 
-def _hotloop_data() -> tuple[Any | None, str]:
-    """``(hotloop.data, "")`` when it imports, else ``(None, why)``: the demo runs without it, on in-memory digits."""
-    try:
-        return importlib.import_module("hotloop.data"), ""
-    except ImportError as error:  # e.g. Pillow missing
-        return None, str(error)
-
-
 def _digits_split(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the train and val digits: the split :func:`hotloop.data.write_digits_folder` writes."""
     from sklearn.datasets import load_digits
@@ -325,7 +322,7 @@ def _user_folder(data_module: Any, config: DemoConfig, device: str) -> _Data:
             f"--data {str(config.data)!r} should hold train/ and val/ folders, each with one sub-folder per class "
             "(DIR/train/<class>/<image>, DIR/val/<class>/<image>)"
         )
-    backend = "dali" if getattr(data_module, "HAS_DALI", False) else "auto"
+    backend = "dali" if data_module.HAS_DALI else "torch"
     size = (config.image_size, config.image_size)
     return _folder_data(
         data_module,
@@ -340,16 +337,44 @@ def _user_folder(data_module: Any, config: DemoConfig, device: str) -> _Data:
     )
 
 
+def _digits_through_dali(config: DemoConfig) -> bool:
+    """Whether the digits go through DALI: ``--loader dali``, or ``auto`` with DALI installed."""
+    return config.loader == "dali" or (config.loader == "auto" and DALI.installed())
+
+
+def check_requirements(config: DemoConfig) -> None:
+    """Raises before any work when a package the run needs is missing, naming every such package and the extra.
+
+    The digits need scikit-learn; Ignite's progress bar needs tqdm; image files are written or decoded with Pillow
+    (the digits on the DALI path, ``--data`` without DALI); ``--loader dali`` needs DALI.
+
+    Args:
+        config: What the run would do.
+
+    Raises:
+        ModuleNotFoundError: A package is missing; the message names it and ``hotloop[bench]`` or
+            ``hotloop[dali]``.
+    """
+    if config.data is None and config.loader == "dali" and not DALI.installed():
+        raise ModuleNotFoundError(
+            "--loader dali reads the digits with NVIDIA DALI, which is not installed: pip install 'hotloop[dali]' "
+            "(or use --loader memory)",
+            name=DALI.module,
+        )
+    needs = [TQDM]
+    if config.data is None:
+        needs.append(SKLEARN)
+    if (config.data is None and _digits_through_dali(config)) or (config.data is not None and not DALI.installed()):
+        needs.append(PILLOW)
+    require("hotloop demo", *needs, extra="bench")
+
+
 def _make_data(config: DemoConfig, device: str) -> _Data:
-    data_module, why = _hotloop_data()
+    from hotloop import data as data_module
+
     if config.data is not None:
-        if data_module is None:
-            raise ModuleNotFoundError(f"--data reads images through hotloop.data, which cannot be imported: {why}")
         return _user_folder(data_module, config, device)
-    has_dali = data_module is not None and bool(getattr(data_module, "HAS_DALI", False))
-    if config.loader == "dali" and not has_dali:
-        raise ModuleNotFoundError("--loader dali needs NVIDIA DALI and hotloop.data: pip install 'hotloop[dali]'")
-    if config.loader == "dali" or (config.loader == "auto" and has_dali):
+    if _digits_through_dali(config):
         return _digits_as_files(data_module, config, device)
     return _digits_in_memory(config, device)
 
@@ -521,30 +546,82 @@ def _saved_files(saver: Any, folder: Path) -> list[Path]:
     return [folder / filename for _, filename in saver.state_dict()["_saved"]]
 
 
+def _timed_epochs(epochs: int) -> str:
+    return {1: "the only epoch", 2: "epoch 2"}.get(epochs, f"epochs 2–{epochs}")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def epoch_ratios(hot: RunResult, ign: RunResult) -> list[float]:
+    """hotloop's samples/s ÷ Ignite's, epoch by epoch (the two ran alternately), after the first epoch if there are
+    more (the first pays for warm-up and compiling).
+
+    Args:
+        hot: The hotloop run.
+        ign: The Ignite run, of as many epochs on the same data.
+
+    Returns:
+        One ratio per timed epoch; above 1 where hotloop was faster.
+
+    Examples:
+        >>> hot = RunResult("hotloop", epoch_seconds=[9.0, 1.0, 2.0])
+        >>> epoch_ratios(hot, RunResult("ignite", epoch_seconds=[9.0, 2.0, 2.0]))
+        [2.0, 1.0]
+    """
+    pairs = list(zip(hot.epoch_seconds, ign.epoch_seconds))
+    timed = pairs[1:] or pairs
+    return [ignite / hotloop for hotloop, ignite in timed if hotloop > 0]
+
+
+def speed_verdict(ratios: Sequence[float]) -> str:
+    """The comparison line: the median of the per-epoch ratios, their range, and what the range allows one to say.
+
+    Args:
+        ratios: hotloop ÷ Ignite samples/s per timed epoch (:func:`epoch_ratios`).
+
+    Returns:
+        E.g. ``"1.04× (median of 4 per-epoch ratios, range 0.81–1.38×): equal within noise"``.
+
+    Examples:
+        >>> speed_verdict([0.9, 1.1, 1.3])
+        '1.10× (median of 3 per-epoch ratios, range 0.90–1.30×): equal within noise'
+    """
+    if not ratios:
+        return "n/a (no timed epoch)"
+    median = statistics.median(ratios)
+    if len(ratios) == 1:
+        return f"{median:.2f}× (one timed epoch: no spread to judge the noise by; run 3 or more epochs)"
+    low, high = min(ratios), max(ratios)
+    summary = f"{median:.2f}× (median of {len(ratios)} per-epoch ratios, range {low:.2f}–{high:.2f}×)"
+    if low <= 1.0 <= high:
+        return f"{summary}: equal within noise"
+    return f"{summary}: hotloop {'faster' if low > 1.0 else 'slower'} in every timed epoch"
+
+
 def _report_lines(report: DemoReport, config: DemoConfig) -> list[str]:
     hot, ign = report.hotloop, report.ignite
-    timed = {1: "the only epoch", 2: "epoch 2"}.get(config.epochs, f"epochs 2–{config.epochs}")
     accuracy = f"hotloop {hot.accuracy:.4f} (val loss {hot.loss:.4f})"
-    speed = f"hotloop {hot.samples_per_second:,.0f} (training, median of {timed})"
+    speed = f"hotloop {hot.samples_per_second:,.0f}"
     if ign is not None:
         accuracy += f"   Ignite {ign.accuracy:.4f} (val loss {ign.loss:.4f})"
-        speed += f"   Ignite {ign.samples_per_second:,.0f}   hotloop ÷ Ignite {_speedup(hot, ign)}"
+        speed += f"   Ignite {ign.samples_per_second:,.0f}"
+    speed += f" (training, median of {_timed_epochs(config.epochs)})"
     step = "compiled" if config.compile else "eager"
-    return [
+    lines = [
         "",
         "hotloop demo report",
         f"  data:        {report.data_description}",
-        f"  device:      {report.device}, {step} hotloop step, {config.epochs} epochs, batch {config.batch_size}, "
-        f"seed {config.seed}",
+        f"  device:      {report.device}, {step} hotloop step, {_plural(config.epochs, 'epoch')}, "
+        f"batch {config.batch_size}, seed {config.seed}",
         f"  accuracy:    {accuracy}",
         f"  samples/s:   {speed}",
-        "  checkpoints: " + (", ".join(str(path) for path in report.checkpoints) or "none"),
     ]
-
-
-def _speedup(hot: RunResult, ign: RunResult) -> str:
-    ratio = hot.samples_per_second / ign.samples_per_second
-    return f"{ratio:.2f}×" if math.isfinite(ratio) else "n/a"
+    if ign is not None:
+        lines.append(f"  hotloop ÷ Ignite: {speed_verdict(epoch_ratios(hot, ign))}")
+    lines.append("  checkpoints: " + (", ".join(str(path) for path in report.checkpoints) or "none"))
+    return lines
 
 
 def run_demo(config: DemoConfig, out: TextIO | None = None) -> DemoReport:
@@ -560,7 +637,7 @@ def run_demo(config: DemoConfig, out: TextIO | None = None) -> DemoReport:
     Raises:
         ValueError: CUDA was asked for and is not there, or ``config.data`` is not an image folder.
         FileNotFoundError: ``config.data`` does not exist.
-        ModuleNotFoundError: scikit-learn is missing (the digits), or ``hotloop.data`` cannot be imported (``--data``).
+        ModuleNotFoundError: A package the run needs is missing (:func:`check_requirements`), before any work.
 
     Examples:
         .. code-block:: python
@@ -574,6 +651,7 @@ def run_demo(config: DemoConfig, out: TextIO | None = None) -> DemoReport:
     """
     if not isinstance(config, DemoConfig):
         raise TypeError(f"run_demo expects a DemoConfig, got {type(config).__name__}")
+    check_requirements(config)
     out = sys.stdout if out is None else out
     device = resolve_device(config.device)
     data = _make_data(config, device)
