@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import re
 
 import pytest
+
+from hotloop.bench.cases import Scenario
 
 _STATS = ("median", "q1", "q3", "min", "max")
 
@@ -73,7 +76,7 @@ def test_only_runs_the_named_scenario(compare, tmp_path, capsys):
     report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert code == 0
     assert [entry["scenario"] for entry in report["scenarios"]] == ["no_handlers"]
-    assert "| no_handlers | hotloop" in capsys.readouterr().out
+    assert "| engine_overhead/no_handlers | ignite " in capsys.readouterr().out
 
 
 def test_json_path_overrides_the_default(compare, tmp_path):
@@ -120,3 +123,100 @@ def test_missed_target_fails_only_with_check(compare, monkeypatch, tmp_path, che
     assert compare.main(argv) == expected_code
     report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert report["scenarios"][0]["result"] == "FAIL"
+
+
+def test_summary_comes_first_and_every_provider_is_in_the_markdown_file(quick_run):
+    _, output, report = quick_run
+    details = (output / "results.md").read_text(encoding="utf-8")
+    assert details.index("## Summary") < details.index("## Every provider")
+    for entry in report["scenarios"]:
+        for provider in entry["providers"]:
+            name = re.escape(f"{entry['case']}/{entry['scenario']}")
+            assert re.search(rf"^\| {name} +\| {re.escape(provider)} ", details, re.MULTILINE), (name, provider)
+
+
+def test_no_negative_or_infinite_figure_is_shown(quick_run):
+    _, output, report = quick_run
+    shown = (output / "results.md").read_text(encoding="utf-8")
+    assert not re.search(r"(?<![\w/])[-−]\s?\d", shown), "a negative figure is shown"
+    assert "∞" not in shown and "inf" not in shown.lower().replace("information", "")
+    for entry in report["scenarios"]:
+        assert entry["ratio_shown"] and not entry["ratio_shown"].startswith("-")
+
+
+def _synthetic(compare, original: list[float], candidate: list[float], target: float | None) -> dict:
+    providers = {name: (lambda iterations: lambda: None) for name in ("raw", "ignite", "hotloop")}
+    scenario = Scenario(name="s", description="d", iterations=1, quick_iterations=1, providers=providers, target=target)
+    samples = {"raw": [1.0] * len(original), "ignite": original, "hotloop": candidate}
+    return compare._summarize("case", scenario, 1, samples)
+
+
+@pytest.mark.parametrize(
+    ("original", "candidate", "target", "shown", "result"),
+    [
+        ([4.0, 4.0, 4.0], [2.001, 2.001, 2.001], 3.0, "3.00×", "PASS"),  # 2.996 shows as 3.00: it meets "≥ 3×"
+        ([4.0, 4.0, 4.0], [2.005, 2.005, 2.005], 3.0, "2.99×", "FAIL"),  # 2.985 shows as 2.99: it does not
+        ([19.0, 19.0, 19.0], [2.0, 2.0, 2.0], None, "18.0×", None),
+    ],
+)
+def test_verdict_is_taken_from_the_figure_shown(compare, original, candidate, target, shown, result):
+    summary = _synthetic(compare, original, candidate, target)
+    assert (summary["ratio_shown"], summary["result"]) == (shown, result)
+    row = compare._summary_table([summary]).splitlines()[2]
+    assert f"| {shown} " in row and (result or "no target") in row
+
+
+def test_overheads_below_the_timer_resolution_are_said_so(compare):
+    faster = _synthetic(compare, [5.0, 5.0, 5.0], [0.9, 0.8, 0.95], 15.0)  # hotloop below the bare loop: noise
+    assert faster["ratio_shown"].startswith("> ") and "below the timer's resolution" in faster["ratio_shown"]
+    assert faster["result"] == "PASS"
+    assert "hotloop below timer resolution" in compare._summary_table([faster])
+    nothing = _synthetic(compare, [0.9, 0.9, 0.9], [2.0, 2.0, 2.0], 1.0)  # the original no slower than the loop
+    assert nothing["ratio_shown"].startswith("n/a") and nothing["result"] == "FAIL"
+    for table in (compare._summary_table([faster, nothing]), compare._details_table([faster, nothing])):
+        assert not re.search(r"[-−]\d", table) and "∞" not in table and "inf" not in table
+
+
+def test_every_provider_gets_its_own_colour(compare):
+    providers = sorted({name for scenarios in compare.load_cases().values() for s in scenarios for name in s.providers})
+    for names in (providers, [f"p{i}" for i in range(30)]):
+        colors = compare.provider_colors(names)
+        assert len({str(color) for color in colors.values()}) == len(names)
+
+
+def test_skipped_cases_are_listed_in_the_output_and_the_json(compare, monkeypatch, tmp_path, capsys):
+    only_engine = {"engine_overhead": compare.load_cases()["engine_overhead"][:1]}
+    monkeypatch.setattr(compare, "load_cases", lambda: {**only_engine, "decollate": []})
+    monkeypatch.setattr(compare, "skipped_cases", lambda: {"decollate": "it needs monai: pip install 'hotloop[monai]'"})
+    assert compare.main(["--quick", "--rounds", "1", "--warmup", "0", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("skipped decollate: it needs monai") and out.count("skipped decollate") == 2
+    report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert report["skipped"] == [{"case": "decollate", "reason": "it needs monai: pip install 'hotloop[monai]'"}]
+    assert "## Skipped" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert compare.main(["--only", "decollate", "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "hotloop bench: error: --only decollate: it needs monai: pip install 'hotloop[monai]'\n"
+    )
+
+
+def test_cases_without_their_packages_have_no_scenario_and_say_why(compare):
+    from hotloop.bench import cases
+
+    for name in cases.CASES:
+        module = importlib.import_module(f"hotloop.bench.cases.{name}")
+        reason = getattr(module, "UNAVAILABLE", None)
+        assert bool(reason) == (not module.SCENARIOS), name
+        assert reason is None or "pip install 'hotloop[" in reason or "C++" in reason
+    assert set(cases.skipped_cases()) == {name for name, scenarios in compare.load_cases().items() if not scenarios}
+
+
+def test_missing_matplotlib_fails_before_anything_is_measured(compare, hide_packages, monkeypatch, tmp_path, capsys):
+    hide_packages("matplotlib")
+    monkeypatch.setattr(compare, "_run", lambda *args, **kwargs: pytest.fail("measured before checking matplotlib"))
+    assert compare.main(["--quick", "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "hotloop bench: error: hotloop bench (its charts) needs matplotlib, which is not installed: "
+        "pip install 'hotloop[bench]'\n"
+    )
+    assert not any(tmp_path.iterdir())

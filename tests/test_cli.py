@@ -104,7 +104,9 @@ def test_bench_writes_table_json_and_charts(tmp_path, capsys):
     argv = ["bench", "--quick", "--rounds", "1", "--warmup", "0", "--only", "no_handlers", "--output", str(tmp_path)]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| no_handlers | hotloop" in out
+    row = next(line for line in out.splitlines() if line.startswith("| engine_overhead/no_handlers "))
+    assert "| ignite " in row and "| hotloop " in row and ("PASS" in row or "FAIL" in row)
+    assert (tmp_path / "results.md").read_text(encoding="utf-8").startswith("# hotloop bench")
     report = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert [entry["scenario"] for entry in report["scenarios"]] == ["no_handlers"]
     for chart in ("us_per_iter.png", "ratios.png"):

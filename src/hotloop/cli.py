@@ -21,6 +21,7 @@ from typing import NoReturn
 
 import hotloop
 from hotloop import demo
+from hotloop._third_party import quiet_third_party_logs
 from hotloop.bench import compare
 
 __all__ = ["build_parser", "main"]
@@ -40,7 +41,8 @@ _DEMO_EPILOG = """examples:
   hotloop demo --data DIR --image-size 64       DIR/train/<class>/*.png and DIR/val/<class>/*.png
 
 Per epoch it prints the validation accuracy and loss and the training samples/s; at the end a report with the
-accuracy and samples/s of hotloop and of Ignite's stock create_supervised_trainer (same model, data and seed).
+accuracy and samples/s of hotloop and of Ignite's stock create_supervised_trainer (same model, data and seed; the
+two alternate epoch by epoch), and hotloop ÷ Ignite as the median of the per-epoch ratios with their range.
 Checkpoints of the two best epochs go to OUTPUT/checkpoints."""
 
 _BENCH_EPILOG = """examples:
@@ -48,8 +50,10 @@ _BENCH_EPILOG = """examples:
   hotloop bench --only engine_overhead          one case (or a scenario: no_handlers, engine_overhead/handlers)
   hotloop bench --check                         exit with 1 when a scenario misses its target
 
-It prints one Markdown table (medians, IQR, overheads and the original÷hotloop overhead ratio) and writes
-OUTPUT/results.json, OUTPUT/us_per_iter.png (one panel per case) and OUTPUT/ratios.png."""
+It prints a summary, one row per scenario (the original's and hotloop's cost per iteration over the scenario's
+baseline, their ratio, the target and the verdict), and writes every provider's figures to OUTPUT/results.md,
+the same numbers to OUTPUT/results.json, and the charts OUTPUT/us_per_iter.png (one panel per case) and
+OUTPUT/ratios.png. A case whose packages are missing is skipped, and the output says which and why."""
 
 # Errors a run can meet on its input: reported in one line, exit code 1.
 _RUN_ERRORS = (OSError, ValueError, ModuleNotFoundError)
@@ -131,6 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra:  # reported by the subcommand's parser, whose usage they belong to
         args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    quiet_third_party_logs()
     try:
         return args.run(args)
     except _RUN_ERRORS as error:

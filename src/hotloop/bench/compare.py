@@ -3,9 +3,15 @@
 Every scenario of every registered case (:mod:`hotloop.bench.cases`) runs its providers — ``raw`` (a bare loop), the
 original (``ignite``) and ``hotloop`` — interleaved round by round (raw, ignite, hotloop, raw, ignite, hotloop, …) after
 warm-up rounds, so that the machine's drift hits all of them alike. Each timed round syncs the device before it stops
-the clock. The command prints one Markdown table, writes the same numbers as JSON and draws two PNG charts:
+the clock. The command prints a summary (one row per scenario: the original's and hotloop's cost per iteration over
+the scenario's baseline, their ratio, the target and the verdict), writes the detailed table (every provider) to
+``results.md`` and the same numbers as JSON to ``results.json`` beside it, and draws two PNG charts:
 ``us_per_iter.png`` (one panel per case, µs per iteration of every provider) and ``ratios.png`` (each scenario's
 overhead ratio against its target). A progress bar on stderr counts the rounds.
+
+Before it measures anything it checks what it needs: matplotlib for the charts (a ``ModuleNotFoundError`` naming
+``hotloop[bench]`` otherwise), and each case's own packages (a case whose packages are missing is skipped, and the
+output says which and why; ``--only`` naming such a case is an error).
 
 Usage::
 
@@ -17,9 +23,12 @@ Usage::
 ``--check`` exits with 1 when a scenario misses its target; otherwise the exit code is 0 whatever the result.
 
 Overheads are per-round paired differences (``provider − reference`` within one round), summarized by their median and
-quartiles; the overhead ratio is ``median(original − baseline) / median(candidate − baseline)``. A scenario passes when
-that ratio is at least its target. The ``baseline`` is the ``reference`` (``raw``) unless the scenario says otherwise
-(``handlers`` takes the issue's bare loop without handlers, ``bare``).
+quartiles; the overhead ratio is ``median(original − baseline) / median(candidate − baseline)``. The ``baseline`` is the
+``reference`` (``raw``) unless the scenario says otherwise (``handlers`` takes the issue's bare loop without handlers,
+``bare``). The ratio is shown to three significant digits and a scenario passes when that shown figure is at least
+its target. An overhead below the clock's resolution over one round (``resolution_us``: ``perf_counter``'s
+resolution ÷ iterations) is shown as such, never as a negative or infinite figure; when hotloop's is, the ratio is
+shown as a lower bound (``> N×``).
 
 JSON schema (``schema_version`` 1)::
 
@@ -29,11 +38,13 @@ JSON schema (``schema_version`` 1)::
       "mode": "full" | "quick",
       "warmup_rounds": int, "rounds": int,
       "versions": {"python": str, "torch": str, "ignite": str, "hotloop": str},
+      "skipped": [{"case": str, "reason": str}, ...],  # cases that could not run here, and why
       "machine": {"platform": str, "machine": str, "processor": str, "cpu_count": int, "usable_cpus": int},
       "scenarios": [
         {
           "case": str, "scenario": str, "description": str,
           "iterations": int,                         # iterations per timed round
+          "resolution_us": float,                    # the clock's resolution per iteration of one round
           "reference": str, "baseline": str, "original": str, "candidate": str,   # provider names
           "providers": {
             "<provider>": {                          # in run order
@@ -47,7 +58,8 @@ JSON schema (``schema_version`` 1)::
             "vs_baseline": float | null,             # null when the candidate's overhead is ≤ 0 (within noise)
             "vs_reference": float | null
           },
-          "target_ratio": float | null,              # least vs_baseline ratio that passes
+          "ratio_shown": str,                        # the vs_baseline ratio as printed ("18.3×", "> 5000×", "n/a")
+          "target_ratio": float | null,              # least shown vs_baseline ratio that passes
           "result": "PASS" | "FAIL" | null           # null when the scenario has no target
         }
       ]
@@ -59,6 +71,7 @@ JSON schema (``schema_version`` 1)::
 from __future__ import annotations
 
 import argparse
+import colorsys
 import datetime
 import gc
 import json
@@ -76,14 +89,29 @@ import ignite
 import torch
 
 import hotloop
-from hotloop.bench.cases import Scenario, device_sync, load_cases
+from hotloop._optional import MATPLOTLIB, require
+from hotloop._third_party import quiet_third_party_logs
+from hotloop.bench.cases import Scenario, device_sync, load_cases, skipped_cases
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["add_arguments", "main", "provider_colors", "run"]
 
 _FULL = {"warmup_rounds": 2, "rounds": 10}
 _QUICK = {"warmup_rounds": 1, "rounds": 3}
 _CHART_NAME = "us_per_iter.png"
 _RATIO_CHART_NAME = "ratios.png"
+_DETAILS_NAME = "results.md"
+# tab10, then eight more hues none of which is a shade of a tab10 colour: every provider of a run gets its own colour.
+_PALETTE = (
+    *(f"C{i}" for i in range(10)),
+    "black",
+    "gold",
+    "darkturquoise",
+    "darkred",
+    "navy",
+    "magenta",
+    "darkolivegreen",
+    "sienna",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,13 +163,15 @@ def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
     return parse
 
 
-def _select(cases: dict[str, list[Scenario]], only: str | None) -> list[tuple[str, Scenario]]:
+def _select(cases: dict[str, list[Scenario]], only: str | None, skipped: dict[str, str]) -> list[tuple[str, Scenario]]:
     selected = [
         (case, scenario)
         for case, scenarios in cases.items()
         for scenario in scenarios
         if only is None or only in (case, scenario.name, f"{case}/{scenario.name}")
     ]
+    if not selected and only is not None and only.split("/")[0] in skipped:
+        raise ModuleNotFoundError(f"--only {only}: {skipped[only.split('/')[0]]}")
     if not selected:
         names = [f"{case}/{scenario.name}" for case, scenarios in cases.items() for scenario in scenarios]
         raise ValueError(f"--only {only!r} matches no case or scenario; expected one of {list(cases)} or {names}")
@@ -197,6 +227,41 @@ def _ratio(original_overhead: float, candidate_overhead: float) -> float:
     return math.inf if original_overhead > 0 else math.nan
 
 
+def _resolution_us(iterations: int) -> float:
+    """The smallest cost per iteration one timed round can show: the clock's resolution spread over the round."""
+    return time.get_clock_info("perf_counter").resolution * 1e6 / iterations
+
+
+def _significant(value: float, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, without an exponent: 18.27 → ``18.3``, 0.01234 → ``0.0123``."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def _shown_ratio(original: float, candidate: float, resolution: float) -> tuple[str, float | None]:
+    """The vs-baseline ratio as printed, and the number the verdict is taken from (that printed figure, or its
+    lower bound; ``None`` when nothing can be said).
+
+    Overheads below ``resolution`` are not figures: a candidate's makes the ratio a lower bound, ``original /
+    resolution``; an original's leaves nothing to compare.
+    """
+    if original < resolution:
+        return "n/a (the original's overhead is below the timer's resolution)", None
+    if candidate < resolution:
+        bound = _significant(original / resolution)
+        return f"> {bound}× (hotloop's overhead is below the timer's resolution)", float(bound)
+    shown = _significant(original / candidate)
+    return f"{shown}×", float(shown)
+
+
+def _verdict(shown: float | None, target: float | None) -> str | None:
+    if target is None:
+        return None
+    return "PASS" if shown is not None and shown >= target else "FAIL"
+
+
 def _summarize(case: str, scenario: Scenario, iterations: int, samples: dict[str, list[float]]) -> dict[str, Any]:
     providers: dict[str, dict[str, Any]] = {
         name: {
@@ -214,22 +279,27 @@ def _summarize(case: str, scenario: Scenario, iterations: int, samples: dict[str
         )
         for key in ("vs_baseline", "vs_reference")
     }
-    result = None
-    if scenario.target is not None:
-        result = "PASS" if ratios["vs_baseline"] >= scenario.target else "FAIL"  # nan compares False: FAIL
+    resolution = _resolution_us(iterations)
+    ratio_shown, shown = _shown_ratio(
+        providers[scenario.original]["overhead_vs_baseline_us"]["median"],
+        providers[scenario.candidate]["overhead_vs_baseline_us"]["median"],
+        resolution,
+    )
     return {
         "case": case,
         "scenario": scenario.name,
         "description": scenario.description,
         "iterations": iterations,
+        "resolution_us": resolution,
         "reference": scenario.reference,
         "baseline": scenario.baseline,
         "original": scenario.original,
         "candidate": scenario.candidate,
         "providers": providers,
         "overhead_ratio": ratios,
+        "ratio_shown": ratio_shown,
         "target_ratio": scenario.target,
-        "result": result,
+        "result": _verdict(shown, scenario.target),
     }
 
 
@@ -252,60 +322,109 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _format_ratio(ratio: float) -> str:
-    if math.isnan(ratio):
-        return "n/a"
-    return "∞" if math.isinf(ratio) else f"{ratio:.1f}×"
+def _duration(us: float) -> str:
+    """A time in µs, to three significant digits, in µs, ms or s by its size."""
+    for unit, scale in (("s", 1e6), ("ms", 1e3)):
+        if us >= scale:
+            return f"{_significant(us / scale)} {unit}"
+    return f"{_significant(us)} µs"
 
 
-def _table_rows(result: dict[str, Any]) -> list[list[str]]:
-    rows = []
-    for name, provider in result["providers"].items():
-        per_iter = provider["us_per_iter"]
-        row = [
-            result["scenario"],
-            name,
-            f"{per_iter['median']:.3f}",
-            f"{per_iter['q1']:.3f}–{per_iter['q3']:.3f}",
-            f"{provider['overhead_vs_reference_us']['median']:+.3f}",
-            f"{provider['overhead_vs_baseline_us']['median']:+.3f}",
-            "",
-            "",
-            "",
-        ]
-        if name == result["candidate"]:
-            row[6] = _format_ratio(result["overhead_ratio"]["vs_baseline"])
-            row[7] = "" if result["target_ratio"] is None else f"≥ {result['target_ratio']:g}×"
-            row[8] = result["result"] or ""
-        rows.append(row)
-    return rows
+def _overhead(us: float, resolution: float) -> str:
+    return "below timer resolution" if us < resolution else _duration(us)
 
 
-def _markdown_table(results: list[dict[str, Any]]) -> str:
-    header = [
-        "scenario",
-        "provider",
-        "µs/iter (median)",
-        "µs/iter (IQR)",
-        "overhead vs raw (µs/iter)",
-        "overhead vs baseline (µs/iter)",
-        "overhead ratio (original÷hotloop)",
-        "target",
-        "result",
-    ]
-    rows = [header] + [row for result in results for row in _table_rows(result)]
-    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
+def _markdown(rows: list[list[str]]) -> str:
+    """A Markdown table, its first row the header, columns padded to line up in a terminal."""
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     lines = ["| " + " | ".join(cell.ljust(width) for cell, width in zip(row, widths)) + " |" for row in rows]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
     return "\n".join(lines)
 
 
-def _legend(results: list[dict[str, Any]]) -> str:
-    baselines = ", ".join(f"{result['scenario']} → {result['baseline']}" for result in results)
-    return (
-        f"baseline (the loop the target ratio is taken over): {baselines}. "
-        "Overheads are medians of per-round paired differences."
-    )
+def _summary_row(result: dict[str, Any]) -> list[str]:
+    resolution = result["resolution_us"]
+
+    def cost(role: str) -> str:
+        name = result[role]
+        return f"{name} {_overhead(result['providers'][name]['overhead_vs_baseline_us']['median'], resolution)}"
+
+    target = result["target_ratio"]
+    return [
+        f"{result['case']}/{result['scenario']}",
+        cost("original"),
+        cost("candidate"),
+        result["ratio_shown"],
+        "—" if target is None else f"≥ {target:g}×",
+        result["result"] or "no target",
+    ]
+
+
+def _summary_table(results: list[dict[str, Any]]) -> str:
+    """One row per scenario: the original's and hotloop's cost per iteration over the baseline, ratio, verdict."""
+    header = ["scenario", "original", "hotloop", "original ÷ hotloop", "target", "verdict"]
+    return _markdown([header] + [_summary_row(result) for result in results])
+
+
+def _roles(result: dict[str, Any], name: str) -> str:
+    roles = [role for role in ("reference", "baseline", "original", "candidate") if result[role] == name]
+    return ", ".join(roles)
+
+
+def _detail_rows(result: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, provider in result["providers"].items():
+        per_iter = provider["us_per_iter"]
+        over = provider["overhead_vs_baseline_us"]["median"]
+        rows.append(
+            [
+                f"{result['case']}/{result['scenario']}",
+                name,
+                _roles(result, name),
+                _duration(per_iter["median"]),
+                f"{_duration(per_iter['q1'])} – {_duration(per_iter['q3'])}",
+                "—" if name == result["baseline"] else _overhead(over, result["resolution_us"]),
+            ]
+        )
+    return rows
+
+
+def _details_table(results: list[dict[str, Any]]) -> str:
+    """Every provider of every scenario: time per iteration (median, IQR) and its cost over the baseline."""
+    header = ["scenario", "provider", "role", "per iteration (median)", "per iteration (IQR)", "over baseline"]
+    return _markdown([header] + [row for result in results for row in _detail_rows(result)])
+
+
+def _skipped_lines(skipped: dict[str, str]) -> list[str]:
+    return [f"skipped {case}: {reason}" for case, reason in skipped.items()]
+
+
+_SUMMARY_NOTE = (
+    "Cost per iteration over each scenario's baseline (median of per-round paired differences); "
+    "original ÷ hotloop: higher is better, the verdict is taken from the figure shown."
+)
+
+
+def _details_markdown(report: dict[str, Any], skipped: dict[str, str]) -> str:
+    results = report["scenarios"]
+    descriptions = [
+        f"- `{r['case']}/{r['scenario']}` (baseline `{r['baseline']}`): {r['description']}" for r in results
+    ]
+    parts = [
+        "# hotloop bench",
+        _subtitle(report),
+        "## Summary",
+        _SUMMARY_NOTE,
+        _summary_table(results),
+        *(["## Skipped", *(f"- {line}" for line in _skipped_lines(skipped))] if skipped else []),
+        "## Every provider",
+        "Roles: `reference` is the loop every overhead in `results.json` is first taken against, `baseline` the one "
+        "the ratio's overheads are taken over, `original` the library hotloop replaces, `candidate` hotloop.",
+        _details_table(results),
+        "## Scenarios",
+        "\n".join(descriptions),
+    ]
+    return "\n\n".join(parts) + "\n"
 
 
 def _jsonable(value: Any) -> Any:
@@ -354,13 +473,9 @@ def _bar_positions(results: list[dict[str, Any]], providers: list[str], width: f
 
 
 def _figure(width: float, height: float) -> Any:
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(
-            "hotloop bench draws its charts with matplotlib: pip install 'hotloop[bench]'"
-        ) from error
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -398,12 +513,26 @@ def _plot_case(axes: Any, case: str, results: list[dict[str, Any]], colors: dict
     axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, title="provider", title_fontsize=8)
 
 
+def provider_colors(providers: Sequence[str]) -> dict[str, Any]:
+    """One colour per provider, all different: tab10, eight more hues, then evenly spaced hues of a colour wheel.
+
+    Args:
+        providers: The providers of a run, each once.
+
+    Returns:
+        Provider name to a matplotlib colour.
+    """
+    extra = max(0, len(providers) - len(_PALETTE))
+    wheel = [colorsys.hsv_to_rgb((0.05 + i / extra) % 1.0, 0.8, 0.55) for i in range(extra)]
+    colors: list[Any] = [*_PALETTE, *wheel]
+    return {name: colors[index] for index, name in enumerate(providers)}
+
+
 def _plot(results: list[dict[str, Any]], path: Path, subtitle: str = "") -> None:
     """µs per iteration: one panel per case (each on its own log scale), every provider of its scenarios."""
     cases = _by_case(results)
     figure = _figure(12.0, 3.4 * len(cases))
-    palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
-    colors = {name: palette[i % len(palette)] for i, name in enumerate(_provider_order(results))}
+    colors = provider_colors(_provider_order(results))
     panels = figure.subplots(len(cases), 1, squeeze=False)[:, 0]
     for axes, (case, case_results) in zip(panels, cases.items()):
         _plot_case(axes, case, case_results, colors)
@@ -426,7 +555,7 @@ def _plot_ratios(results: list[dict[str, Any]], path: Path, subtitle: str = "") 
     ratios = [r["overhead_ratio"]["vs_baseline"] for r in shown]
     y = list(range(len(shown)))[::-1]
     bars = axes.barh(y, ratios, color=[_ratio_color(r) for r in shown])
-    axes.bar_label(bars, labels=[f"{ratio:.1f}×" for ratio in ratios], fontsize=8, padding=3)
+    axes.bar_label(bars, labels=[f"{_significant(ratio)}×" for ratio in ratios], fontsize=8, padding=3)
     for row, result in zip(y, shown):
         if result["target_ratio"] is not None:
             axes.plot([result["target_ratio"]] * 2, [row - 0.4, row + 0.4], color="black", linewidth=2)
@@ -443,11 +572,16 @@ def _plot_ratios(results: list[dict[str, Any]], path: Path, subtitle: str = "") 
     figure.savefig(path, dpi=110)
 
 
+def _rounds(rounds: int, warmup_rounds: int) -> str:
+    return f"{rounds} round{'s' * (rounds != 1)} after {warmup_rounds} warm-up"
+
+
 def _subtitle(report: dict[str, Any]) -> str:
     """Date, mode and machine, for the charts: figures are only comparable with their context."""
     machine, versions = report["machine"], report["versions"]
+    rounds = _rounds(report["rounds"], report["warmup_rounds"])
     return (
-        f"{report['date'][:10]}, {report['mode']} run ({report['rounds']} rounds), {machine['usable_cpus']} CPUs "
+        f"{report['date'][:10]}, {report['mode']} run ({rounds}), {machine['usable_cpus']} CPUs "
         f"{machine['machine']}, torch {versions['torch']}, ignite {versions['ignite']}"
     )
 
@@ -505,15 +639,26 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         The exit code: 0; 1 when ``--check`` is given and a scenario misses its target; 2 when ``--only`` matches
         nothing.
+
+    Raises:
+        ModuleNotFoundError: matplotlib is missing, or ``--only`` names a case whose packages are missing; raised
+            before anything is measured.
     """
+    require("hotloop bench (its charts)", MATPLOTLIB)  # before anything is measured, not after
+    quiet_third_party_logs()
     mode = _QUICK if args.quick else _FULL
     warmup_rounds = mode["warmup_rounds"] if args.warmup is None else args.warmup
     rounds = mode["rounds"] if args.rounds is None else args.rounds
+    skipped = skipped_cases()
     try:
-        selected = _select(load_cases(), args.only)
+        selected = _select(load_cases(), args.only, skipped)
     except ValueError as error:
         print(f"hotloop bench: error: {error}", file=sys.stderr)
         return 2
+    if args.only is not None:
+        skipped = {}  # the named case runs: what other cases would need is not this run's business
+    for line in _skipped_lines(skipped):
+        print(line, flush=True)
     started = time.perf_counter()
     results = _run(selected, args.quick, warmup_rounds, rounds, getattr(args, "progress", True))
     report = {
@@ -523,21 +668,35 @@ def run(args: argparse.Namespace) -> int:
         "warmup_rounds": warmup_rounds,
         "rounds": rounds,
         **_environment(),
+        "skipped": [{"case": case, "reason": reason} for case, reason in skipped.items()],
         "scenarios": results,
     }
-    json_path = args.json if args.json is not None else args.output / "results.json"
-    _write_json(report, json_path)
-    charts = [args.output / _CHART_NAME, args.output / _RATIO_CHART_NAME]
-    subtitle = _subtitle(report)
-    _plot(results, charts[0], subtitle)
-    _plot_ratios(results, charts[1], subtitle)
-    print(_markdown_table(results))
-    print()
-    print(_legend(results))
-    print(f"{report['mode']} run, {rounds} rounds after {warmup_rounds} warm-up, {time.perf_counter() - started:.1f} s")
-    print(f"wrote {json_path}, {charts[0]} and {charts[1]}")
+    _write_outputs(report, skipped, args)
+    seconds = time.perf_counter() - started
+    print(f"\nhotloop bench: {report['mode']} run, {_rounds(rounds, warmup_rounds)}, {seconds:.1f} s")
+    print(_SUMMARY_NOTE)
+    print(_summary_table(results))
+    for line in _skipped_lines(skipped):
+        print(line)
+    json_path, details, *charts = _output_paths(args)
+    print(f"every provider: {details}; the same numbers: {json_path}; charts: {', '.join(map(str, charts))}")
     failed = [result["scenario"] for result in results if result["result"] == "FAIL"]
     return 1 if args.check and failed else 0
+
+
+def _output_paths(args: argparse.Namespace) -> list[Path]:
+    """results.json, the Markdown details beside it, and the two charts."""
+    json_path = args.json if args.json is not None else args.output / "results.json"
+    return [json_path, json_path.with_suffix(".md"), args.output / _CHART_NAME, args.output / _RATIO_CHART_NAME]
+
+
+def _write_outputs(report: dict[str, Any], skipped: dict[str, str], args: argparse.Namespace) -> None:
+    json_path, details, chart, ratio_chart = _output_paths(args)
+    _write_json(report, json_path)
+    details.write_text(_details_markdown(report, skipped), encoding="utf-8")
+    subtitle = _subtitle(report)
+    _plot(report["scenarios"], chart, subtitle)
+    _plot_ratios(report["scenarios"], ratio_chart, subtitle)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -547,9 +706,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Command-line arguments without the program name; ``None`` reads ``sys.argv``.
 
     Returns:
-        The exit code: 0, or 1 when ``--check`` is given and a scenario misses its target.
+        The exit code: 0; 1 when a package is missing (one line on stderr) or when ``--check`` is given and a
+        scenario misses its target; 2 for bad options.
     """
-    return run(_parse_args(argv))
+    args = _parse_args(argv)
+    try:
+        return run(args)
+    except ModuleNotFoundError as error:
+        print(f"hotloop bench: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 A case is a module of this package that exposes ``SCENARIOS: list[Scenario]``. Each scenario names its providers —
 ``raw`` (a bare loop), the original (``ignite``, ``monai``…) and ``hotloop`` — as builders that take the number of
-iterations and return a zero-argument callable running one timed round.
+iterations and return a zero-argument callable running one timed round. A case that cannot run on this machine (an
+optional package is missing) has no scenario and says why in ``UNAVAILABLE: str | None`` (checked when the module is
+imported, before anything is measured: :func:`skipped_cases`).
 
 Adding a case is adding its module here and one line to :data:`CASES`.
 """
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-__all__ = ["CASES", "Scenario", "device_sync", "load_cases"]
+__all__ = ["CASES", "Scenario", "device_sync", "load_cases", "skipped_cases"]
 
 CASES: tuple[str, ...] = (
     "engine_overhead",
@@ -80,6 +82,16 @@ def load_cases() -> dict[str, list[Scenario]]:
         Case name to its scenarios, in registry order.
     """
     return {name: list(importlib.import_module(f"{__name__}.{name}").SCENARIOS) for name in CASES}
+
+
+def skipped_cases() -> dict[str, str]:
+    """The registered cases that cannot run here, each with the reason (the package to install and its extra).
+
+    Returns:
+        Case name to reason, in registry order.
+    """
+    reasons = {name: getattr(importlib.import_module(f"{__name__}.{name}"), "UNAVAILABLE", None) for name in CASES}
+    return {name: reason for name, reason in reasons.items() if reason}
 
 
 def device_sync() -> None:

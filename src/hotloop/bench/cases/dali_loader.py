@@ -28,11 +28,15 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hotloop.data import HAS_DALI, image_folder_loader, write_digits_folder
+from hotloop._optional import DALI, PILLOW, SKLEARN, missing_message
+from hotloop.data import image_folder_loader, write_digits_folder
 
 from . import Scenario
 
-__all__ = ["BATCH_SIZE", "IMAGE_SIZE", "SCENARIOS", "WORKERS"]
+__all__ = ["BATCH_SIZE", "IMAGE_SIZE", "SCENARIOS", "UNAVAILABLE", "WORKERS"]
+
+#: Why this case cannot run here, or ``None``: DALI, and the digits written as PNG (scikit-learn, Pillow).
+UNAVAILABLE: str | None = missing_message("the dali_loader case", DALI, PILLOW, SKLEARN, extra="bench,dali")
 
 BATCH_SIZE = 64
 IMAGE_SIZE = 32
@@ -86,7 +90,7 @@ def _raw(iterations: int) -> Callable[[], object]:
 
 
 def _scenarios() -> list[Scenario]:
-    if not HAS_DALI:
+    if UNAVAILABLE:
         return []
     return [
         Scenario(

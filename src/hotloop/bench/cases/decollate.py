@@ -27,12 +27,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from hotloop._optional import MONAI, missing_message
 from hotloop.collate import HAS_NATIVE, decollate_batch
 from hotloop.collate._reference import decollate_batch as reference_decollate_batch
 
 from . import Scenario
 
-__all__ = ["BATCH_SIZES", "SCENARIOS", "make_batch"]
+__all__ = ["BATCH_SIZES", "SCENARIOS", "UNAVAILABLE", "make_batch"]
+
+#: Why this case cannot run here, or ``None``. Without the native module the candidate would be the pure-Python
+#: reference: the numbers would say nothing about the native path.
+UNAVAILABLE: str | None = missing_message("the decollate case", MONAI) or (
+    None
+    if HAS_NATIVE
+    else "the decollate case measures hotloop's C++ module hotloop.collate._decollate, which is not built in this "
+    "install (install hotloop with a C++ compiler present: docs/native.md)"
+)
 
 BATCH_SIZES = (2, 16, 128)
 _TARGETS = {("metatensor", 16): 10.0, ("plain", 2): 3.0, ("plain", 16): 3.0, ("plain", 128): 3.0}
@@ -152,12 +162,10 @@ def _provider(fn: Callable[[Any], Any], kind: str, batch_size: int) -> Callable[
 
 
 def _scenarios() -> list[Scenario]:
-    try:
-        from monai.data import decollate_batch as monai_decollate_batch
-    except ModuleNotFoundError:
+    if UNAVAILABLE:
         return []
-    if not HAS_NATIVE:  # the candidate would be the reference: the numbers would say nothing about the native path
-        return []
+    from monai.data import decollate_batch as monai_decollate_batch
+
     scenarios = []
     for kind in _BUILDERS:
         for batch_size in BATCH_SIZES:

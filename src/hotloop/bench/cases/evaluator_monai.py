@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-import importlib.util
 import json
 import statistics
 import sys
@@ -63,9 +62,14 @@ from typing import Any
 
 import torch
 
+from hotloop._optional import MONAI, missing_message
+
 from . import Scenario, _memory, device_sync
 
-__all__ = ["SCENARIOS", "main"]
+__all__ = ["SCENARIOS", "UNAVAILABLE", "main"]
+
+#: Why this case cannot run here (MONAI is missing), or ``None``.
+UNAVAILABLE: str | None = missing_message("the evaluator_monai case", MONAI)
 
 _BATCH = 2
 _SIDE = 64
@@ -81,7 +85,6 @@ _DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # ``meta`` (``--meta`` here): the batches are ``MetaTensor``\ s, collated by MONAI from per-sample MetaTensors with an
 # affine and a file name, as MONAI's loaders give them, so that the workflows' MetaTensor handling is measured too.
 _OPTIONS: dict[str, Any] = {"threads": 1, "meta": False}
-_HAS_MONAI = importlib.util.find_spec("monai") is not None
 _NAME = "evaluator_unet3d"
 
 Batch = dict[str, torch.Tensor]
@@ -237,15 +240,8 @@ def _hotloop_fused(iterations: int) -> Callable[[], float]:
     return _evaluator_run(evaluator)
 
 
-def _has_hotloop_workflows() -> bool:
-    try:
-        return importlib.util.find_spec("hotloop.workflows") is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _scenarios() -> list[Scenario]:
-    if not _HAS_MONAI or not _has_hotloop_workflows():
+    if UNAVAILABLE:
         return []
     providers: dict[str, Builder] = {
         "bare": _bare,
@@ -400,7 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"peak_extra_bytes": _child_peak_extra(args.child[0], int(args.child[1]))}))
         return 0
     if not SCENARIOS:
-        print("evaluator_monai: needs MONAI and hotloop.workflows (pip install 'hotloop[monai]')", file=sys.stderr)
+        print(f"evaluator_monai: {UNAVAILABLE}", file=sys.stderr)
         return 2
     result = _measure(args.iterations, args.rounds, memory=not args.no_memory)
     print(_table(result))

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import statistics
 import sys
@@ -50,18 +49,21 @@ import torch
 from ignite.metrics import ConfusionMatrix, DiceCoefficient
 
 from hotloop import ops
+from hotloop._optional import MONAI, missing_message
 from hotloop.metrics import MeanDice
 
 from . import Scenario, _memory, device_sync
 
-__all__ = ["SCENARIOS", "main"]
+__all__ = ["SCENARIOS", "UNAVAILABLE", "main"]
+
+#: Why this case cannot run here (MONAI is missing), or ``None``.
+UNAVAILABLE: str | None = missing_message("the fused_dice case", MONAI)
 
 _BATCH = 2
 _SIDE = 96
 _ITERATIONS = 2
 _QUICK_ITERATIONS = 1
 _TARGET_SPEEDUP = 5.0
-_HAS_MONAI = importlib.util.find_spec("monai") is not None
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -209,7 +211,7 @@ def _scenario(classes: int, device: str = "cpu") -> Scenario:
 
 
 def _scenarios() -> list[Scenario]:
-    if not _HAS_MONAI:
+    if UNAVAILABLE:
         return []
     scenarios = [_scenario(3), _scenario(14)]
     if torch.cuda.is_available() and ops.HAS_TRITON:  # the Triton kernels against the torch path, on the GPU
@@ -325,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"peak_extra_bytes": _child_peak_extra(*args.child)}))
         return 0
     if not SCENARIOS:
-        print("fused_dice: MONAI is not installed (pip install 'hotloop[monai]')", file=sys.stderr)
+        print(f"fused_dice: {UNAVAILABLE}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,11 +23,14 @@ import ignite.engine as ie
 import torch
 
 import hotloop
+from hotloop._optional import SKLEARN, missing_message
 
 from . import Scenario
 
-__all__ = ["BATCH_SIZE", "SCENARIOS", "digits_batches", "make_model"]
+__all__ = ["BATCH_SIZE", "SCENARIOS", "UNAVAILABLE", "digits_batches", "make_model"]
 
+#: Why this case cannot run here (a package is missing), or ``None``.
+UNAVAILABLE: str | None = missing_message("the trainer_digits case (scikit-learn's digits)", SKLEARN)
 BATCH_SIZE = 64
 _DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -91,19 +94,23 @@ def _factory(make: Callable, **kwargs: object) -> Callable[[int], Callable[[], o
     return build
 
 
-SCENARIOS: list[Scenario] = [
-    Scenario(
-        name="trainer_digits",
-        description=f"2-conv CNN on sklearn digits, batch {BATCH_SIZE}, SGD, device {_DEVICE}",
-        iterations=56,
-        quick_iterations=8,
-        providers={
-            "raw": _raw,
-            "ignite": _factory(ie.create_supervised_trainer),
-            "hotloop": _factory(hotloop.create_supervised_trainer),
-            "hotloop_nosync": _factory(hotloop.create_supervised_trainer, no_sync=True),
-            "hotloop_compiled": _factory(hotloop.create_supervised_trainer, compile=True),
-            "hotloop_auto": _factory(hotloop.create_supervised_trainer, compile="auto"),
-        },
-    ),
-]
+SCENARIOS: list[Scenario] = (
+    []
+    if UNAVAILABLE
+    else [
+        Scenario(
+            name="trainer_digits",
+            description=f"2-conv CNN on sklearn digits, batch {BATCH_SIZE}, SGD, device {_DEVICE}",
+            iterations=56,
+            quick_iterations=8,
+            providers={
+                "raw": _raw,
+                "ignite": _factory(ie.create_supervised_trainer),
+                "hotloop": _factory(hotloop.create_supervised_trainer),
+                "hotloop_nosync": _factory(hotloop.create_supervised_trainer, no_sync=True),
+                "hotloop_compiled": _factory(hotloop.create_supervised_trainer, compile=True),
+                "hotloop_auto": _factory(hotloop.create_supervised_trainer, compile="auto"),
+            },
+        ),
+    ]
+)
