@@ -26,9 +26,10 @@ Overheads are per-round paired differences (``provider − reference`` within on
 quartiles; the overhead ratio is ``median(original − baseline) / median(candidate − baseline)``. The ``baseline`` is the
 ``reference`` (``raw``) unless the scenario says otherwise (``handlers`` takes the issue's bare loop without handlers,
 ``bare``). The ratio is shown to three significant digits and a scenario passes when that shown figure is at least
-its target. An overhead below the clock's resolution over one round (``resolution_us``: ``perf_counter``'s
-resolution ÷ iterations) is shown as such, never as a negative or infinite figure; when hotloop's is, the ratio is
-shown as a lower bound (``> N×``).
+its target. No negative or infinite figure is shown: a median overhead below zero is "≈ 0, within noise" (hotloop's
+makes the ratio "unbounded", a pass), one below the clock's resolution over a round (``resolution_us``:
+``perf_counter``'s resolution ÷ iterations) is "< timer resolution" (hotloop's makes the ratio a lower bound,
+``> N×``), and an original's leaves the ratio "n/a" (a fail where there is a target).
 
 JSON schema (``schema_version`` 1)::
 
@@ -99,7 +100,8 @@ _FULL = {"warmup_rounds": 2, "rounds": 10}
 _QUICK = {"warmup_rounds": 1, "rounds": 3}
 _CHART_NAME = "us_per_iter.png"
 _RATIO_CHART_NAME = "ratios.png"
-_DETAILS_NAME = "results.md"
+_WITHIN_NOISE = "≈ 0, within noise"
+_BELOW_RESOLUTION = "< timer resolution"
 # tab10, then eight more hues none of which is a shade of a tab10 colour: every provider of a run gets its own colour.
 _PALETTE = (
     *(f"C{i}" for i in range(10)),
@@ -240,18 +242,27 @@ def _significant(value: float, digits: int = 3) -> str:
     return f"{value:.{decimals}f}"
 
 
-def _shown_ratio(original: float, candidate: float, resolution: float) -> tuple[str, float | None]:
-    """The vs-baseline ratio as printed, and the number the verdict is taken from (that printed figure, or its
-    lower bound; ``None`` when nothing can be said).
+def _overhead(us: float, resolution: float) -> str:
+    """A cost over the baseline as shown: a time, or what a median at or below zero or the resolution means."""
+    if us < 0:  # the provider's median round was faster than the baseline's: its cost is lost in the noise
+        return _WITHIN_NOISE
+    return _BELOW_RESOLUTION if us < resolution else _duration(us)
 
-    Overheads below ``resolution`` are not figures: a candidate's makes the ratio a lower bound, ``original /
-    resolution``; an original's leaves nothing to compare.
+
+def _shown_ratio(original: float, candidate: float, resolution: float) -> tuple[str, float | None]:
+    """The vs-baseline ratio as printed, and the number the verdict is taken from (that printed figure, its lower
+    bound, or ``inf``; ``None`` when nothing can be said).
+
+    Overheads that are not figures are not divided: hotloop's within noise of zero makes the ratio unbounded, below
+    the timer's resolution a lower bound (``original / resolution``); the original's leaves nothing to compare.
     """
     if original < resolution:
-        return "n/a (the original's overhead is below the timer's resolution)", None
+        return f"n/a (original {_overhead(original, resolution)})", None
+    if candidate < 0:
+        return f"unbounded (hotloop {_WITHIN_NOISE})", math.inf
     if candidate < resolution:
         bound = _significant(original / resolution)
-        return f"> {bound}× (hotloop's overhead is below the timer's resolution)", float(bound)
+        return f"> {bound}× (hotloop {_BELOW_RESOLUTION})", float(bound)
     shown = _significant(original / candidate)
     return f"{shown}×", float(shown)
 
@@ -328,10 +339,6 @@ def _duration(us: float) -> str:
         if us >= scale:
             return f"{_significant(us / scale)} {unit}"
     return f"{_significant(us)} µs"
-
-
-def _overhead(us: float, resolution: float) -> str:
-    return "below timer resolution" if us < resolution else _duration(us)
 
 
 def _markdown(rows: list[list[str]]) -> str:
