@@ -46,6 +46,14 @@ case "$cmd" in
     setup
     "$VENV/bin/python" -m hotloop.bench.compare "$@"
     ;;
+  gpu | gpu-wheels)
+    # The GPU check (scripts/gpu.py, docs/gpu.md). No set-up on a GPU machine: it runs on the machine's own python,
+    # which has torch and the build tools and may have no network; the dry run runs in .venv, set up as usual.
+    if [ "$cmd" = gpu ] && [[ " $* " == *" --dry-run "* ]]; then setup; fi
+    gpu_py=$PY
+    if [ -x "$VENV/bin/python" ]; then gpu_py=$VENV/bin/python; fi
+    exec "$gpu_py" scripts/gpu.py "$cmd" "$@"
+    ;;
   test)
     setup
     echo "[hotloop] ruff"
@@ -57,7 +65,7 @@ case "$cmd" in
     "$VENV/bin/python" -m pytest "$@"
     ;;
   *)
-    echo "usage: ./dev {demo|bench|test|setup} [args...]" >&2
+    echo "usage: ./dev {demo|bench|test|setup|gpu|gpu-wheels} [args...]" >&2
     exit 2
     ;;
 esac
