@@ -206,7 +206,7 @@ def _lightning(workload: Workload, device: torch.device, loop_seconds: list[floa
         pl = _lightning_module()
         model, optimizer, loss_fn = _setup(workload, device)
 
-        class Module(pl.LightningModule):
+        class Module(pl.LightningModule):  # type: ignore[name-defined]  # pl: the module found at run time
             def __init__(self) -> None:
                 super().__init__()
                 self.model = model
@@ -218,7 +218,7 @@ def _lightning(workload: Workload, device: torch.device, loop_seconds: list[floa
             def configure_optimizers(self) -> torch.optim.Optimizer:
                 return optimizer
 
-        class EpochTimer(pl.Callback):
+        class EpochTimer(pl.Callback):  # type: ignore[name-defined]
             def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
                 device_sync()
                 self.start = time.perf_counter()
