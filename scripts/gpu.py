@@ -120,9 +120,10 @@ class Budget:
         left = self.deadline - time.monotonic()
         reserved = sum(later.floor for later in self._stages[index + 1 :])
         cap = stage.dry_cap if self._dry_run else stage.cap
+        floor = min(stage.floor, cap)
         timeout = min(cap, left - reserved)
-        if timeout < stage.floor:  # the earlier stages ran long: take the floor from what is left
-            timeout = min(stage.floor, left)
+        if timeout < floor:  # the earlier stages ran long: take the floor from what is left
+            timeout = min(floor, left)
         return max(timeout, 0.0)
 
 
@@ -391,15 +392,17 @@ def _test_files() -> list[str]:
 
 
 def run_tests(run: Run) -> None:
+    """``pytest -m gpu`` over the files holding such tests; verbose, so that a run stopped at its limit still shows
+    which tests passed and failed before it (``parse_verbose_log``); JUnit XML for the rest."""
     xml = run.work / "tests.xml"
-    argv = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rfEs", "-p", "no:cacheprovider"]
-    argv += ["-o", "timeout=120", f"--junitxml={xml}"]
-    workers = _test_workers()
+    argv = [sys.executable, "-m", "pytest", "-m", "gpu", "-v", "-rfEs", "-p", "no:cacheprovider"]
+    argv += ["-o", "timeout=120", "-o", "console_output_style=classic", f"--junitxml={xml}"]
+    workers = run.args.test_workers or _test_workers()
     if workers > 1:
         argv += ["-n", str(workers)]
     argv += run.args.test_files or _test_files()
     outcome = run.stage("tests", argv)
-    summary = parse_junit(xml) if xml.exists() else None
+    summary = parse_junit(xml) if xml.exists() else parse_verbose_log(outcome.log)
     run.results["tests"] = summary
     if summary is not None and outcome.status == "failed" and outcome.returncode == 1:
         outcome.note = f"{summary['failed'] + summary['errors']} of {summary['total']} failed"
@@ -411,7 +414,7 @@ def _test_workers() -> int:
     """pytest-xdist workers where it is installed (the GPU machine has it): Triton's compiles spread over cores."""
     if importlib.util.find_spec("xdist") is None:
         return 1
-    return max(1, min(4, (os.cpu_count() or 1) // 4))
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
 
 
 def parse_junit(path: Path) -> dict[str, Any]:
@@ -439,6 +442,42 @@ def parse_junit(path: Path) -> dict[str, Any]:
         "failures": failed + errors,
         "skip_reasons": skipped,
         "passed_tests": [f"{c.get('classname', '')}::{c.get('name', '')}" for c in cases if len(c) == 0],
+    }
+
+
+_VERBOSE_RESULT = re.compile(r"^(?:\[gw\d+\] (?:\[ *\d+%\] )?)?(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+::\S+)")
+_VERBOSE_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)")
+
+
+def parse_verbose_log(log: Path | None) -> dict[str, Any] | None:
+    """What a verbose pytest log says about the tests that finished: for a run stopped before its JUnit XML."""
+    outcomes: dict[str, str] = {}
+    for line in _tail(log, 10**7).splitlines():
+        found = _VERBOSE_RESULT.match(line)
+        if found:
+            outcomes[found.group(2)] = found.group(1)
+            continue
+        found = _VERBOSE_LINE.match(line)
+        if found:
+            outcomes[found.group(1)] = found.group(2)
+    if not outcomes:
+        return None
+    count = {kind: sum(1 for o in outcomes.values() if o == kind) for kind in ("PASSED", "FAILED", "ERROR", "SKIPPED")}
+    failed = [
+        {"test": name, "message": "(the run was stopped: see gpu-log.txt)"}
+        for name, o in outcomes.items()
+        if o in ("FAILED", "ERROR")
+    ]
+    return {
+        "total": len(outcomes),
+        "passed": count["PASSED"],
+        "failed": count["FAILED"],
+        "errors": count["ERROR"],
+        "skipped": count["SKIPPED"],
+        "failures": failed,
+        "skip_reasons": {},
+        "passed_tests": [name for name, o in outcomes.items() if o == "PASSED"],
+        "partial": True,
     }
 
 
@@ -470,10 +509,12 @@ def checks(run: Run) -> list[dict[str, Any]]:
 
 def failures(run: Run) -> list[str]:
     """What makes the run fail: a stage that did not succeed, a failed test, a failed check."""
+    tests = run.results.get("tests") or {}
+    listed = "tests" if tests.get("failures") and not tests.get("partial") else None  # each failed test is listed
     found = [
         f"stage {name}: {o.status} {o.note}".strip()
         for name, o in run.stages.items()
-        if o.status in ("failed", "timeout")
+        if o.status in ("failed", "timeout") and name != listed
     ]
     if not run.dry_run:
         found += [
@@ -481,7 +522,6 @@ def failures(run: Run) -> list[str]:
             for name, o in run.stages.items()
             if o.status == "skipped" and name != "install"
         ]
-    tests = run.results.get("tests") or {}
     found += [f"test {failure['test']}: {failure['message'][:200]}" for failure in tests.get("failures", [])]
     found += [f"check {c['part']}/{c['name']}: {c.get('detail', '')}" for c in checks(run) if not c["ok"]]
     return found
@@ -503,6 +543,11 @@ def _tests_section(run: Run) -> list[str]:
     lines.append(
         f"{tests['passed']} passed, {tests['failed']} failed, {tests['errors']} errors, {tests['skipped']} skipped "
         f"(of {tests['total']})."
+        + (
+            " Partial: the run was stopped at its limit; these are the tests that finished."
+            if tests.get("partial")
+            else ""
+        )
     )
     lines += [f"- FAILED `{f['test']}`: {f['message'][:300]}" for f in tests["failures"]]
     lines += [f"- skipped ×{count}: {reason}" for reason, count in tests["skip_reasons"].items()]
@@ -559,6 +604,7 @@ def write_outputs(run: Run, out: Path, exit_code: int) -> str:
         "seconds": round(time.monotonic() - run.started, 1),
         "budget_s": run.args.budget,
         "python": sys.executable,
+        "work": str(run.work) if run.args.keep else None,
         "host": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
         "stages": [outcome.as_dict(name) for name, outcome in run.stages.items()],
         "failures": failures(run),
@@ -588,6 +634,8 @@ def execute(args: argparse.Namespace) -> int:
         code = 1 if failures(run) else 0
         report = write_outputs(run, args.out, code)
         print(report)
+        for failure in failures(run)[:20]:  # again at the end: the tail of the output is what a device call returns
+            print(f"[gpu] failed: {failure[:300]}")
         verdict = "PASS" if code == 0 else "FAIL"
         print(f"[gpu] {verdict} in {time.monotonic() - run.started:.0f} s; wrote {args.out / REPORT}, {RESULTS}, {LOG}")
         return code
@@ -619,6 +667,7 @@ def _parser() -> argparse.ArgumentParser:
         "--parts", nargs="*", choices=PARTS, default=list(PARTS), help="benchmark parts to run (default: all)"
     )
     gpu.add_argument("--skip", nargs="*", choices=["tests"], default=[], help="stages to leave out")
+    gpu.add_argument("--test-workers", type=int, help="pytest-xdist workers for the tests (default: half the cores)")
     gpu.add_argument("--test-files", nargs="*", help=argparse.SUPPRESS)  # the tests of this script point it elsewhere
     gpu.add_argument("--keep", action="store_true", help="keep the work folder (logs, installed wheels)")
     wheels = sub.add_parser("gpu-wheels", help="download the wheels the GPU machine lacks into .whl/")

@@ -7,8 +7,6 @@ import torch
 
 from hotloop.step import DevicePrefetcher, prefetch_enabled
 
-_needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="prefetching copies to a CUDA device")
-
 
 def _batches() -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(0)
@@ -29,7 +27,7 @@ def test_on_the_cpu_batches_pass_through_unchanged() -> None:
 
 
 @pytest.mark.gpu
-@_needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="prefetching copies to a CUDA device")
 @pytest.mark.parametrize("pinned", [False, True])
 def test_on_cuda_batches_arrive_on_the_device_equal_and_in_order(pinned: bool) -> None:
     batches = _batches()

@@ -6,7 +6,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import statistics
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +31,7 @@ __all__ = [
     "sized",
     "stats",
     "time_calls",
+    "time_limit",
 ]
 
 
@@ -172,7 +175,7 @@ def measure(
     failed: dict[str, str] = {}
     for name, build in scenario.providers.items():
         try:
-            with _recorded(ctx.notes, name):
+            with _recorded(ctx.notes, name), time_limit(ctx.pick(_FIRST_ROUND_LIMIT, 60.0)):
                 run = build(rounds.iterations)
                 first[name] = compare._time_round(run)
             built[name] = run
@@ -193,6 +196,34 @@ def measure(
     summary["first_round_s"] = first
     summary["failed"] = failed
     return summary
+
+
+# Seconds a provider's build and first round may take: it compiles there (inductor, about a minute for a
+# transformer's whole training step with AdamW). One that takes longer is left out, not the whole part.
+_FIRST_ROUND_LIMIT = 100.0
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raises ``TimeoutError`` in the block after ``seconds`` (``SIGALRM``: POSIX, main thread; else no limit).
+
+    The signal interrupts Python code and the waits it blocks in (a compile waiting on its worker processes), so a
+    hung compile ends at the limit; a kernel that never returns to Python is left to the driver's own time limit.
+    """
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _with_survivors(scenario: Scenario, providers: dict[str, Provider], rounds: Rounds) -> Scenario:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import platform
+from importlib import metadata
 from typing import Any
 
 import torch
@@ -18,14 +18,24 @@ from ._common import Context
 
 __all__ = ["run"]
 
-_PACKAGES = {"triton": "triton", "ignite": "ignite", "monai": "monai", "lightning": "lightning", "numpy": "numpy"}
+# Report name → the distributions that provide it, first found wins (read from their metadata: importing lightning
+# and MONAI only to read a version takes seconds).
+_PACKAGES = {
+    "triton": ("triton",),
+    "ignite": ("pytorch-ignite",),
+    "monai": ("monai", "monai-weekly"),
+    "lightning": ("lightning", "pytorch-lightning"),
+    "numpy": ("numpy",),
+}
 
 
-def _version(module: str) -> str | None:
-    try:
-        return str(importlib.import_module(module).__version__)
-    except Exception:  # not installed, or broken: the report says which
-        return None
+def _version(distributions: tuple[str, ...]) -> str | None:
+    for name in distributions:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _device(device: torch.device) -> dict[str, Any]:
@@ -57,7 +67,7 @@ def _summary(versions: dict[str, str | None], device: dict[str, Any], native: bo
 def run(ctx: Context) -> dict[str, Any]:
     """Versions, the device, hotloop's own probes and its ``compile="auto"`` / ``cuda_graphs`` choices."""
     versions: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
-    versions.update({name: _version(module) for name, module in _PACKAGES.items()})
+    versions.update({name: _version(distributions) for name, distributions in _PACKAGES.items()})
     versions["hotloop"] = hotloop.__version__
     device = _device(ctx.device)
     auto = resolve_compile("auto", ctx.device)

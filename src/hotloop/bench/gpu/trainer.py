@@ -35,6 +35,7 @@ from torch import nn
 
 import hotloop
 from hotloop.bench.cases import Scenario, device_sync, trainer_digits
+from hotloop.step import resolve_compile
 
 from ._common import Context, Rounds, fmt, markdown_table, measure, ratio, times
 
@@ -300,11 +301,13 @@ def _markdown(ctx: Context, workload: Workload, summary: dict[str, Any], rounds:
         return f"{title}\n\nNot measured: {summary['error']}; failed providers: {summary['failed']}"
     header = ["workload", "provider", "samples/s", "samples/s (IQR)", "µs/step", "× Ignite", "× Lightning loop"]
     table = markdown_table(header + ["first round s"], _rows(summary, workload.batch_size))
+    auto = resolve_compile("auto", ctx.device)
     lines = [
         title,
         "",
         f"{rounds.rounds} rounds of {rounds.iterations} steps after {rounds.warmup} warm-up rounds, providers "
-        "interleaved round by round; the first round (compile, capture, Lightning's set-up) is not timed.",
+        "interleaved round by round; the first round (compile, capture, Lightning's set-up) is not timed. "
+        f'`compile="auto"` on {ctx.device}: {"eager" if auto is None else f"torch.compile({auto})"}.',
         "",
         table,
     ]
