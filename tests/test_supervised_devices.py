@@ -28,6 +28,7 @@ OPTIONS = {
 }
 # The compiled step may order floating-point sums differently from eager; replayed graphs run the same kernels.
 _TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
+_AMP_TOLERANCE = {"rtol": 1e-3, "atol": 1e-4}  # float16 autocast: the same kernels, rounding to 11 bits
 DEVICES = [
     "cpu",
     pytest.param(
@@ -62,10 +63,12 @@ def _train(
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_options_give_ignites_losses_and_weights(name: str, device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # no atomics in cuDNN's backward on CUDA
     options = OPTIONS[name]
     ignite_options = {key: value for key, value in options.items() if key in ("amp_mode", "non_blocking")}
     expected_losses, expected_weights = _train(ie.create_supervised_trainer, device, monkeypatch, **ignite_options)
     losses, weights = _train(hotloop.create_supervised_trainer, device, monkeypatch, **options)
-    torch.testing.assert_close(losses, expected_losses, **_TOLERANCE)
+    tolerance = _AMP_TOLERANCE if name == "amp" else _TOLERANCE
+    torch.testing.assert_close(losses, expected_losses, **tolerance)
     for got, expected in zip(weights, expected_weights, strict=True):
-        torch.testing.assert_close(got, expected, **_TOLERANCE)
+        torch.testing.assert_close(got, expected, **tolerance)
