@@ -58,7 +58,7 @@ MACHINE_HAS = frozenset(
 )
 #: The ceiling of what travels to the device machine with the working tree (64 MiB in all): the wheels' share.
 WHEEL_BUDGET_BYTES = 40 * 2**20
-#: A part's JSON may hold this much of a child's log; the log file holds the tail of each stage.
+#: How much of each stage's output (its tail) gpu-log.txt keeps.
 LOG_TAIL_BYTES = 200_000
 
 _CHECK_TORCH = (
@@ -167,7 +167,10 @@ def run_child(argv: Sequence[str], env: dict[str, str], timeout: float, log: Pat
         try:
             code = child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended just now, with everything it started
+                pass
             child.wait()
             seconds = time.monotonic() - start
             return Outcome("timeout", seconds, timeout, None, log, f"killed after {seconds:.0f} s (its limit)")
@@ -288,17 +291,21 @@ class Run:
         env.pop("TRITON_INTERPRET", None)
         return env
 
-    def stage(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Outcome:
+    def stage(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, quiet: bool = False) -> Outcome:
+        """Runs one stage's child process in its share of the budget; prints a line on how it went."""
         log = self.logs / f"{name}.log"
         outcome = run_child(argv, env or self.env, self.budget.timeout(name), log)
         if outcome.status == "failed":
             outcome.note = f"{outcome.note}: {_last_lines(log)}"
         self.stages[name] = outcome
-        limit = f"limit {outcome.timeout:.0f} s"
-        print(
-            f"[gpu] {name:<20} {outcome.status:<8} {outcome.seconds:6.1f} s ({limit}) {outcome.note}"[:400], flush=True
-        )
+        if not quiet:
+            self.report(name)
         return outcome
+
+    def report(self, name: str) -> None:
+        outcome = self.stages[name]
+        line = f"[gpu] {name:<20} {outcome.status:<8} {outcome.seconds:6.1f} s (limit {outcome.timeout:.0f} s)"
+        print(f"{line} {outcome.note}"[:400], flush=True)
 
     def skip(self, name: str, note: str) -> None:
         self.stages[name] = Outcome("skipped", 0.0, 0.0, None, None, note)
@@ -310,7 +317,7 @@ def check_cuda(run: Run) -> int | None:
     if not run.dry_run and not _nvidia_smi_finds_a_gpu():
         print("./dev gpu: no CUDA GPU on this machine (nvidia-smi finds none); ./dev gpu --dry-run runs it on the CPU")
         return 2
-    outcome = run.stage("check", [sys.executable, "-c", _CHECK_TORCH])
+    outcome = run.stage("check", [sys.executable, "-c", _CHECK_TORCH], quiet=True)  # one line if it stops here
     found = _last_json(outcome.log) if outcome.status == "ok" else None
     run.results["check"] = found
     if found is None:
@@ -319,6 +326,7 @@ def check_cuda(run: Run) -> int | None:
     if not run.dry_run and not found["cuda"]:
         print(f"./dev gpu: torch {found['torch']} sees no CUDA device here; ./dev gpu --dry-run runs it on the CPU")
         return 2
+    run.report("check")
     return None
 
 
