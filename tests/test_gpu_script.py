@@ -123,7 +123,8 @@ def test_dry_run_measures_every_part_and_passes_its_checks(dry_run: tuple[int, P
     assert sum("monai" in op["us"] for op in ops) == 5
     assert parts["kernels"]["copy"]["gb_per_s"] > 0
     assert set(parts["kernels"]["metric"]["providers"]) >= {"monai", "hotloop"}
-    assert parts["evaluator"]["result"]["identical_metric"] is True
+    assert [r["identical_metric"] for r in parts["evaluator"]["results"].values()] == [True, True]
+    assert set(parts["evaluator"]["results"]) == {"Tensor", "MetaTensor"}
     assert set(parts["prefetch"]["summary"]["providers"]) == {"resident", "plain", "prefetch", "prefetch_pinned"}
     assert parts["env"]["native_module"] is True and parts["env"]["versions"]["lightning"]
 

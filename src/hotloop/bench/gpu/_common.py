@@ -32,6 +32,7 @@ __all__ = [
     "stats",
     "time_calls",
     "time_limit",
+    "torch_path_in_dry_run",
 ]
 
 
@@ -84,7 +85,9 @@ class Context:
         self.checks.append({"name": name, "ok": bool(ok), "detail": detail})
 
     def result(self, part: str, **values: Any) -> dict[str, Any]:
-        """The part's JSON object."""
+        """The part's JSON object; its notes are listed under its Markdown section."""
+        if values.get("markdown") and self.notes:
+            values["markdown"] = "\n".join([values["markdown"].rstrip(), "", *(f"- {note}" for note in self.notes)])
         return {
             "part": part,
             "device": str(self.device),
@@ -103,7 +106,31 @@ def _install_stand_ins() -> None:
 
     graphed._backend = FakeBackend()  # cuda_graphs=True resolves on the CPU; capture and replay re-run the step
     if os.environ.get("TRITON_INTERPRET") == "1" and _dispatch.HAS_TRITON:
-        _dispatch._on_cuda = lambda tensor: True  # backend "auto" takes the (interpreted) kernels, as on CUDA
+        _dispatch._on_cuda = _host_as_cuda  # backend "auto" takes the (interpreted) kernels, as on CUDA
+
+
+def _host_as_cuda(tensor: torch.Tensor) -> bool:
+    return True
+
+
+@contextmanager
+def torch_path_in_dry_run() -> Iterator[None]:
+    """In the block, the dry run's host tensors take the torch path again (``backend="auto"`` as on any CPU).
+
+    For MetaTensor inputs: Triton's interpreter copies each argument with ``new_empty(0, device="cpu")``, a
+    signature MONAI's ``MetaTensor.new_empty`` does not take; compiled kernels on a GPU take the data pointer.
+    """
+    from hotloop.ops import _dispatch
+
+    patched = _dispatch._on_cuda
+    if patched is not _host_as_cuda:
+        yield
+        return
+    _dispatch._on_cuda = lambda tensor: tensor.is_cuda
+    try:
+        yield
+    finally:
+        _dispatch._on_cuda = patched
 
 
 @contextmanager

@@ -311,7 +311,6 @@ def _markdown(ctx: Context, workload: Workload, summary: dict[str, Any], rounds:
         "",
         table,
     ]
-    lines += [f"- {note}" for note in ctx.notes]
     return "\n".join(lines)
 
 
