@@ -186,7 +186,7 @@ def _metric_markdown(metric: dict[str, Any]) -> str:
             name,
             fmt(p["us_per_iter"]["median"] / 1e3),
             f"{fmt(p['us_per_iter']['q1'] / 1e3)}–{fmt(p['us_per_iter']['q3'] / 1e3)}",
-            times(ratio(monai, p["us_per_iter"]["median"])),
+            "" if name == "bare" else times(ratio(monai, p["us_per_iter"]["median"])),
         ]
         for name, p in providers.items()
     ]

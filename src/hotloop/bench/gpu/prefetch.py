@@ -99,7 +99,7 @@ def _markdown(summary: dict[str, Any], copies: dict[str, Any], hidden: float | N
     return "\n".join(
         [
             "## Prefetch: host batches of "
-            f"{copies['bytes'] / 2**20:.1f} MiB, a small CNN, `create_supervised_trainer(no_sync=True)`",
+            f"{copies['bytes'] / 2**20:.3g} MiB, a small CNN, `create_supervised_trainer(no_sync=True)`",
             "",
             f"Host → device copy of one batch: pageable {fmt(copies['pageable']['gb_per_s'])} GB/s "
             f"({fmt(copies['pageable']['us']['median'])} µs), pinned non-blocking "
