@@ -14,6 +14,9 @@ commands:
   bench [options]      set up .venv (first time only) and run 'hotloop bench' (its options: ./dev bench --help)
   test [pytest-args]   set up .venv for the tests (first time only), then ruff, mypy and pytest (what CI runs)
   setup [demo|test]    only set up .venv: for the demo and the benchmark, or (the default) for the tests
+  gpu [--out DIR]      on a machine with CUDA: the GPU tests and benchmark, a report in DIR (docs/gpu.md);
+                       --dry-run runs the same plumbing on the CPU (in .venv, set up for the tests)
+  gpu-wheels           download the wheels a GPU machine lacks into .whl/ (docs/gpu.md)
   help                 this text
 
 The set-up makes a virtual environment in \$HOTLOOP_VENV (default .venv) with torch $TORCH_VERSION (its CPU build where
@@ -121,6 +124,14 @@ case "$cmd" in
   bench)
     setup demo
     "$VENV/bin/python" -m hotloop bench "$@"
+    ;;
+  gpu | gpu-wheels)
+    # The GPU check (scripts/gpu.py, docs/gpu.md). No set-up on a GPU machine: it runs on the machine's own python,
+    # which has torch and the build tools and may have no network; the dry run runs in .venv, set up as usual.
+    if [ "$cmd" = gpu ] && [[ " $* " == *" --dry-run "* ]]; then setup test; fi
+    gpu_py=$PY
+    if [ -x "$VENV/bin/python" ]; then gpu_py=$VENV/bin/python; fi
+    exec "$gpu_py" scripts/gpu.py "$cmd" "$@"
     ;;
   test)
     setup test

@@ -651,6 +651,7 @@ def test_trainer_is_freed_without_garbage_collection(tmp_path, closure):
         gc.enable()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="mixed precision and gpu_ids need a CUDA device")
 def test_mixed_precision_on_the_gpu(tmp_path):
     trainer = _trainer(tmp_path, gpu_ids=[0], mixed_precision=True, mixed_precision_kwargs={"init_scale": 1024.0})

@@ -182,6 +182,7 @@ def test_missing_dali_names_the_extra(digits_png, monkeypatch):
         _loader(digits_png["root"], 8)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for DALI's mixed decoder")
 def test_gpu_pipeline_matches_cpu_pipeline(digits_png):
     cpu = list(_loader(digits_png["root"], 16, image_size=16))

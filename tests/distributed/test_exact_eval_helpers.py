@@ -172,6 +172,7 @@ def test_sample_gatherer_needs_a_distributed_sampler_in_a_group():
             SampleGatherer().gather(engine)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="DDP on a side CUDA stream needs a GPU")
 def test_auto_model_builds_ddp_on_a_side_stream_on_cuda():
     built_on = []

@@ -14,6 +14,7 @@ import torch
 if not (os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()):
     pytest.skip("run in Triton's interpreter by test_interpreter.py (see conftest.py)", allow_module_level=True)
 pytest.importorskip("triton")
+pytestmark = pytest.mark.gpu  # natively compiled on a GPU by ./dev gpu (docs/gpu.md)
 
 from hotloop import ops  # noqa: E402 - after the skip
 from hotloop.kernels import postprocess as kernels  # noqa: E402 - after the skip: imports triton

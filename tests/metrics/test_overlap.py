@@ -285,6 +285,7 @@ def test_bad_arguments_are_rejected():
         metric.update((torch.zeros(1, 3, 3), torch.zeros(1, 1, 3)))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("backend_has_triton", [True, False])
 def test_cuda_updates_never_synchronize(monkeypatch, backend_has_triton):

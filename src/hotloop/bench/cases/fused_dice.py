@@ -200,7 +200,7 @@ def _scenario(classes: int, device: str = "cpu") -> Scenario:
     suffix = "" if device == "cpu" else f"_{device}"
     return Scenario(
         name=f"dice_c{classes}{suffix}",
-        description=f"mean Dice of B={_BATCH} float32 logits [{_BATCH}, {classes}, 96³] and label maps, {device}",
+        description=f"mean Dice of B={_BATCH} float32 logits [{_BATCH}, {classes}, {_SIDE}³] and label maps, {device}",
         iterations=_ITERATIONS,
         quick_iterations=_QUICK_ITERATIONS,
         providers=providers,
