@@ -136,8 +136,8 @@ case "$cmd" in
   test)
     setup test
     echo "[hotloop] ruff"
-    "$VENV/bin/ruff" check src tests benchmarks examples
-    "$VENV/bin/ruff" format --check src tests benchmarks examples
+    "$VENV/bin/ruff" check src tests benchmarks examples scripts
+    "$VENV/bin/ruff" format --check src tests benchmarks examples scripts
     echo "[hotloop] mypy"
     "$VENV/bin/mypy"
     echo "[hotloop] pytest"

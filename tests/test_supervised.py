@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import warnings
 from unittest import mock
 
@@ -168,6 +169,60 @@ def test_factories_look_up_steps_at_call_time():
     with mock.patch("hotloop.supervised.supervised_evaluation_step", return_value=sentinel) as patched:
         evaluator = hotloop.create_supervised_evaluator(model)
     assert patched.call_count == 1 and evaluator._process_function is sentinel
+
+
+def _model_opt_loss():
+    model = _model()
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.MSELoss()
+
+
+@pytest.mark.parametrize("mod", [ie, hotloop], ids=["ignite", "hotloop"])
+def test_check_arg_is_looked_up_in_ignite_engine_at_call_time(mod):
+    # Ignite's test_create_supervised_training_scalar_assignment patches ignite.engine._check_arg: hotloop's factories
+    # must call the patch, with Ignite's arguments, and use what it returns.
+    model, opt, loss = _model_opt_loss()
+    scaler = torch.amp.GradScaler(enabled=False)
+    with mock.patch("ignite.engine._check_arg", return_value=(None, scaler)) as check_arg:
+        trainer = mod.create_supervised_trainer(model, opt, loss, device="cpu", scaler=True)
+        mod.create_supervised_evaluator(model, amp_mode="amp")
+    assert check_arg.call_args_list == [mock.call(False, False, None, True), mock.call(False, False, "amp", None)]
+    assert trainer.state.scaler is scaler
+
+
+_AMP_IMPORT_ERROR = "Please install torch>=1.12.0 to use amp_mode='amp'."
+_AMP_CREATIONS = {
+    "trainer": lambda mod, model, opt, loss: mod.create_supervised_trainer(model, opt, loss, amp_mode="amp"),
+    "trainer_bad_accumulation": lambda mod, model, opt, loss: mod.create_supervised_trainer(
+        model, opt, loss, amp_mode="amp", gradient_accumulation_steps=0
+    ),
+    "training_step": lambda mod, model, opt, loss: mod.supervised_training_step_amp(model, opt, loss),
+    "evaluator": lambda mod, model, opt, loss: mod.create_supervised_evaluator(model, amp_mode="amp"),
+    "evaluation_step": lambda mod, model, opt, loss: mod.supervised_evaluation_step_amp(model),
+}
+
+
+@pytest.mark.parametrize("mod", [ie, hotloop], ids=["ignite", "hotloop"])
+@pytest.mark.parametrize("creation", list(_AMP_CREATIONS))
+def test_missing_torch_amp_raises_ignites_import_error_at_creation(mod, creation):
+    # Ignite's test_create_supervised_{trainer,evaluator}_amp_error: with torch.amp unimportable the factory itself
+    # raises (before checking the accumulation steps), not the first iteration.
+    model, opt, loss = _model_opt_loss()
+    with mock.patch.dict("sys.modules", {"torch.amp": None, "torch.cuda.amp": None, "torch.amp.autocast_mode": None}):
+        with pytest.raises(ImportError, match=re.escape(_AMP_IMPORT_ERROR)):
+            _AMP_CREATIONS[creation](mod, model, opt, loss)
+        with pytest.raises(ImportError, match=re.escape("Please install torch>=2.3.1 to use scaler argument.")):
+            mod.create_supervised_trainer(model, opt, loss, amp_mode="amp", scaler=True)
+
+
+@pytest.mark.parametrize("kwargs", [{"on_nonfinite": "raise"}, {"compile": True}], ids=["nonfinite_guard", "compile"])
+def test_missing_torch_amp_raises_at_creation_on_the_hot_path_too(kwargs):
+    model, opt, loss = _model_opt_loss()
+    with mock.patch.dict("sys.modules", {"torch.amp": None}):
+        with pytest.raises(ImportError, match=re.escape(_AMP_IMPORT_ERROR)):
+            hotloop.create_supervised_trainer(model, opt, loss, amp_mode="amp", **kwargs)
+        if "compile" in kwargs:
+            with pytest.raises(ImportError, match=re.escape(_AMP_IMPORT_ERROR)):
+                hotloop.create_supervised_evaluator(model, amp_mode="amp", **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from ignite.engine import _check_arg as _ignite_check_arg
+from ignite import engine as _ignite_engine
 from ignite.engine import _prepare_batch
 from ignite.metrics import Metric
 
@@ -58,14 +58,6 @@ def _pred_and_target(x: Any, y: Any, y_pred: Any) -> tuple[Any, Any]:
     return y_pred, y
 
 
-def _check_accumulation(gradient_accumulation_steps: int) -> None:
-    if gradient_accumulation_steps <= 0:
-        raise ValueError(
-            "Gradient_accumulation_steps must be strictly positive. "
-            "No gradient accumulation if the value set to one (default)."
-        )
-
-
 def supervised_training_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -105,7 +97,6 @@ def supervised_training_step(
             update_fn = supervised_training_step(model, optimizer, loss_fn, "cuda")
             trainer = Engine(update_fn)
     """
-    _check_accumulation(gradient_accumulation_steps)
     return build_train_step(
         model,
         optimizer,
@@ -151,7 +142,6 @@ def supervised_training_step_amp(
     Returns:
         Callable: update function
     """
-    _check_accumulation(gradient_accumulation_steps)
     return build_train_step(
         model,
         optimizer,
@@ -346,7 +336,8 @@ def create_supervised_trainer(
     """
     _check_options(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
     on_tpu, on_mps = _device_kind(device)
-    mode, _scaler = _ignite_check_arg(on_tpu, on_mps, amp_mode, scaler)
+    # Looked up at call time in ignite.engine, where Ignite's tests (and users) patch it.
+    mode, _scaler = _ignite_engine._check_arg(on_tpu, on_mps, amp_mode, scaler)
     if no_sync and output_transform is _loss_item:
         output_transform = _loss_detached
     guard = _nonfinite_guard(on_nonfinite, mode)
@@ -376,8 +367,6 @@ def create_supervised_trainer(
             _scaler, gradient_accumulation_steps, model_fn,
         )  # fmt: skip
     elif mode in ("apex", "tpu"):
-        from ignite import engine as _ignite_engine
-
         make = (
             _ignite_engine.supervised_training_step_apex
             if mode == "apex"
@@ -459,7 +448,7 @@ def create_supervised_evaluator(
     """
     _check_options(compile, cuda_graphs, False, prefetch, max_compiled_shapes)
     on_tpu, on_mps = _device_kind(device)
-    mode, _ = _ignite_check_arg(on_tpu, on_mps, amp_mode, None)
+    mode, _ = _ignite_engine._check_arg(on_tpu, on_mps, amp_mode, None)
     metrics = metrics or {}
     hot = compile is not False or cuda_graphs is not False
     if hot:

@@ -289,6 +289,61 @@ def test_resume_dataloader_with_saved_rng_states(at: int, load_cls: type) -> Non
         assert got["resumed"] == ref["resumed"]
 
 
+def workers_loader(num_workers: int) -> DataLoader:
+    """17 shuffled batches of 4, as in Ignite's ``test_resume_random_dataloader_from_iter``."""
+    return DataLoader(torch.arange(0, 68), batch_size=4, shuffle=True, num_workers=num_workers)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2], ids=["no_workers", "2_workers"])
+@pytest.mark.parametrize(
+    "at,epoch_length,keep_rng",
+    [(2, None, False), (60, 60, False), (9, None, True)],
+    ids=["iteration_2", "epoch_1_of_60_iterations", "iteration_9_rng_states"],
+)
+def test_resume_with_worker_processes(num_workers: int, at: int, epoch_length: int | None, keep_rng: bool) -> None:
+    # Ignite's own resume cases (tests/ignite/engine/test_deterministic.py, from iteration 2 and from epoch 1 with an
+    # epoch_length of 60 over 17 batches): a DataLoader with worker processes draws the epoch's indices inside iter()
+    # (its workers prefetch), one without them at the first next(). Both must give Ignite's batches, which are those
+    # of the uninterrupted run; the mid-epoch early draw (ReproducibleBatchSampler.prime) is for the second kind only.
+    def data_fn() -> DataLoader:
+        return workers_loader(num_workers)
+
+    ref = _resume_run(IgniteDeterministic, IgniteDeterministic, data_fn, at, keep_rng, epoch_length)
+    got = _resume_run(HotloopDeterministic, HotloopDeterministic, data_fn, at, keep_rng, epoch_length)
+    assert len(got["full"]) == 3 * (epoch_length or 17)
+    assert got["full"] == ref["full"]
+    assert [b[:3] for b in got["resumed"]] == [b[:3] for b in got["full"][at:]]
+    if keep_rng:  # the saved random state is restored: the step's own draws replay the uninterrupted run's too
+        assert got["resumed"] == got["full"][at:]
+    if not (keep_rng and num_workers == 0):  # there Ignite 0.5.5 reorders the resumed epoch (docs/differences.md)
+        assert got["resumed"] == ref["resumed"]
+
+
+def test_indices_primed_for_a_run_that_never_iterated_are_not_reused() -> None:
+    # A run resumed mid-epoch and terminated before its first batch leaves no stale indices behind: the next run of
+    # the same engine and DataLoader, from an epoch start, gets the epoch a fresh engine gets (the uninterrupted
+    # run's). Ignite 0.5.5 keeps the aborted run's start_iteration and drops that epoch's first 3 batches.
+    def resume_from_epoch_1(engine: Any, loader: DataLoader) -> list:
+        log: list = []
+        engine._process_function = recording_step(log)
+        engine.load_state_dict({"epoch": 1, "epoch_length": 17, "max_epochs": 2, "rng_states": None})
+        manual_seed(SEED)
+        run(engine, loader)
+        return log
+
+    engine = HotloopDeterministic(lambda e, b: None)
+    stop = engine.add_event_handler(Events.GET_BATCH_STARTED, lambda e: e.terminate())
+    engine.load_state_dict({"iteration": 3, "epoch_length": 17, "max_epochs": 1, "rng_states": None})
+    manual_seed(SEED)
+    run(engine, workers_loader(0))
+    assert engine.state.iteration == 3
+    stop.remove()
+    got = resume_from_epoch_1(engine, engine.state.dataloader)
+    fresh = resume_from_epoch_1(IgniteDeterministic(lambda e, b: None), workers_loader(0))
+    assert [i for _, i, _ in fresh] == list(range(18, 35))
+    assert got == fresh
+
+
 @pytest.mark.parametrize("keep_rng", [True, False], ids=["rng_states", "no_rng_states"])
 @pytest.mark.parametrize("at", [2, 7, 10])
 def test_resume_plain_iterable(at: int, keep_rng: bool) -> None:

@@ -19,13 +19,19 @@ __all__ = ["DeterministicEngine", "ReproducibleBatchSampler", "keep_random_state
 class ReproducibleBatchSampler(_IgniteReproducibleBatchSampler):
     """Ignite's :class:`~ignite.engine.deterministic.ReproducibleBatchSampler` that can draw an epoch's indices early.
 
-    Ignite's ``__iter__`` is a generator: the indices are drawn at the first ``next()``. When a run resumes in the
-    middle of an epoch, the saved random state is restored between ``iter()`` and that ``next()``, so the resumed
-    epoch would get another permutation than the interrupted one had. :meth:`prime` draws them from the epoch's seed
-    before that, and the next ``__iter__`` uses them.
+    Ignite's ``__iter__`` is a generator: the indices are drawn at the first ``next()`` — inside ``iter(dataloader)``
+    when the ``DataLoader`` has worker processes (they prefetch), at the engine's first ``next()`` otherwise. When a
+    run resumes in the middle of an epoch, the saved random state is restored between ``iter()`` and that ``next()``,
+    so without workers the resumed epoch would get another permutation than the interrupted one had. :meth:`prime`
+    draws them from the epoch's seed before that, and the next ``__iter__`` uses them.
     """
 
     _primed = False
+    _draws = 0  # how many times this sampler has drawn an epoch's indices
+
+    def setup_batch_indices(self) -> None:
+        super().setup_batch_indices()
+        self._draws += 1
 
     def prime(self) -> None:
         """Draws this epoch's batch indices now; the next ``__iter__`` yields them."""
@@ -64,10 +70,16 @@ class DeterministicEngine(Engine, _IgniteDeterministicEngine):
         super()._setup_engine()
 
     def _from_iteration(self, iteration: int) -> Iterator:
-        data_iter = super()._from_iteration(iteration)
         sampler = getattr(self.state.dataloader, "batch_sampler", None)
-        if isinstance(sampler, ReproducibleBatchSampler) and self._dataloader_len and iteration % self._dataloader_len:
-            # Resuming mid-epoch: draw the epoch's indices from its seed before the saved random state is restored
-            # (Ignite 0.5.5 draws them after, and the resumed epoch gets another order; docs/differences.md).
+        if not isinstance(sampler, ReproducibleBatchSampler):
+            return super()._from_iteration(iteration)
+        sampler._primed = False  # indices primed for a run that never iterated are stale
+        draws = sampler._draws
+        data_iter = super()._from_iteration(iteration)
+        if self._dataloader_len and iteration % self._dataloader_len and sampler._draws == draws:
+            # Resuming mid-epoch, and iter() has not drawn the epoch's indices (a DataLoader without workers): draw
+            # them now, after the DataLoader's base seed as in the uninterrupted run and before the saved random
+            # state is restored (Ignite 0.5.5 draws them after, and the resumed epoch gets another order;
+            # docs/differences.md). With workers, iter() has drawn them already, at the same point: nothing to do.
             sampler.prime()
         return data_iter

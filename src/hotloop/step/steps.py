@@ -30,11 +30,21 @@ def _graph_warmup_iters(model: torch.nn.Module) -> int:
     return _DDP_GRAPH_WARMUP_ITERS if isinstance(model, DistributedDataParallel) else _GRAPH_WARMUP_ITERS
 
 
-def _autocast(amp: bool, cache_enabled: bool = True) -> Any:
+def _load_autocast(amp: bool) -> Any:
+    """``torch.amp.autocast`` for an amp step, imported when the step is built (as Ignite's amp steps do, so a missing
+    ``torch.amp`` fails at creation with Ignite's error); ``None`` without amp."""
     if not amp:
-        return nullcontext()
-    from torch.amp import autocast  # imported lazily, as Ignite does
+        return None
+    try:
+        from torch.amp import autocast
+    except ImportError as error:
+        raise ImportError("Please install torch>=1.12.0 to use amp_mode='amp'.") from error
+    return autocast
 
+
+def _autocast(autocast: Any, cache_enabled: bool = True) -> Any:
+    if autocast is None:
+        return nullcontext()
     # Inside a CUDA graph capture the autocast weight-cast cache must be off (PyTorch CUDA-graph notes): a cached
     # cast made during capture would be freed memory at replay.
     return autocast("cuda", enabled=True, cache_enabled=cache_enabled)
@@ -105,6 +115,7 @@ def build_train_step(
     Returns:
         ``update(engine, batch)``, the process function of a trainer.
     """
+    autocast = _load_autocast(amp)  # before the accumulation check, in Ignite's order
     prepare_batch = _check_prepare_batch(prepare_batch)
     gas = gradient_accumulation_steps
     if gas <= 0:
@@ -114,7 +125,7 @@ def build_train_step(
         )
 
     def forward_backward(x: Any, y: Any, m: Any = model, cache_enabled: bool = True) -> tuple[Any, torch.Tensor]:
-        with _autocast(amp, cache_enabled):
+        with _autocast(autocast, cache_enabled):
             output = model_fn(m, x)
             y_pred = model_transform(output)
             loss = loss_fn(y_pred, y)
@@ -235,11 +246,11 @@ def build_eval_step(
     Returns:
         ``evaluate_step(engine, batch)``, the process function of an evaluator.
     """
-
+    autocast = _load_autocast(amp)
     prepare_batch = _check_prepare_batch(prepare_batch)
 
     def forward(x: Any, cache_enabled: bool = True) -> Any:
-        with torch.no_grad(), _autocast(amp, cache_enabled):
+        with torch.no_grad(), _autocast(autocast, cache_enabled):
             return model_transform(model_fn(model, x))
 
     body: Callable[..., Any] = forward
