@@ -90,11 +90,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-on-rank", type=int, default=None, help="raise there in iteration 2 (tests: no hang)")
     parser.add_argument(
         "--fault",
+        type=_fault,
         default=None,
         metavar="KIND:RANK:ITERATION",
         help="tests: after ITERATION of a run started from scratch, RANK is SIGKILLed (kill) or stops answering (hang)",
     )
     return parser.parse_args(argv)
+
+
+def _fault(text: str) -> tuple[str, int, int]:
+    """``--fault``'s value: ``kill`` or ``hang``, a rank, an iteration."""
+    kind, _, rest = text.partition(":")
+    rank, _, iteration = rest.partition(":")
+    if kind not in ("kill", "hang") or not rank.isdigit() or not iteration.isdigit():
+        raise argparse.ArgumentTypeError(f"expected kill:RANK:ITERATION or hang:RANK:ITERATION, got {text!r}")
+    return kind, int(rank), int(iteration)
 
 
 def resolve_backend(choice: str, nproc_per_node: int | None) -> str | None:
@@ -175,13 +185,13 @@ def _inject_failure(trainer: Any, rank: int) -> None:
             raise RuntimeError(f"injected failure on rank {rank}")
 
 
-def _inject_fault(trainer: Any, fault: str) -> None:
+def _inject_fault(trainer: Any, fault: tuple[str, int, int]) -> None:
     """``kill``: SIGKILL, as the OOM killer or a lost node; ``hang``: sleep (SIGTERM still ends it), as a stuck rank."""
-    kind, rank, iteration = fault.split(":")
-    if kind not in ("kill", "hang") or idist.get_rank() != int(rank) or trainer.state.iteration > 0:
+    kind, rank, iteration = fault
+    if idist.get_rank() != rank or trainer.state.iteration > 0:
         return  # a run resumed from a checkpoint runs as it should
 
-    @trainer.on(Events.ITERATION_COMPLETED(once=int(iteration)))
+    @trainer.on(Events.ITERATION_COMPLETED(once=iteration))
     def fault_now(engine: Any) -> None:
         if kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
