@@ -1,5 +1,6 @@
 """``resume_from_latest``: the newest valid checkpoint is loaded, damaged ones are skipped with a warning, and a
-writer killed in the middle of ``DiskSaver``'s atomic write never leaves a truncated ``*.pt``."""
+writer killed in the middle of ``DiskSaver``'s atomic write never leaves a truncated ``*.pt``; on two gloo ranks,
+rank 0 chooses, every rank loads that checkpoint or every rank raises."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _gloo_ranks import run_on_two_ranks
 from ignite.handlers import Checkpoint, DiskSaver
 
 import hotloop
@@ -182,3 +184,74 @@ def test_writer_killed_mid_write(tmp_path, atomic):
         # (checkpoint_2.pt is the newer, or has the same mtime and wins on its step)
         with pytest.warns(RuntimeWarning, match="checkpoint_2.pt"):
             assert resume_from_latest(tmp_path, target) == tmp_path / "checkpoint_1.pt"
+
+
+# Two gloo ranks: each works in a "node" directory of its own and passes the relative "ckpt", so that a shared
+# file system is simulated by a link and a missing one by no link. Rank 0 writes the checkpoints.
+_TWO_RANKS = """
+import warnings
+import torch
+from hotloop.reliability import resume_from_latest
+
+def attempt(dirname, **kwargs):
+    model = torch.nn.Linear(3, 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            loaded = resume_from_latest(dirname, {"model": model}, **kwargs)
+        except (FileNotFoundError, RuntimeError) as exc:
+            return {"error": type(exc).__name__, "message": str(exc), "warnings": len(caught)}
+    loaded = None if loaded is None else str(loaded)
+    return {"loaded": loaded, "bias": model.bias.tolist(), "warnings": [str(w.message) for w in caught]}
+
+node = tmp / f"node{rank}"
+node.mkdir()
+os.chdir(node)
+if rank == 0:
+    (node / "ckpt").mkdir()
+    for step in (1, 2):
+        torch.manual_seed(step)
+        torch.save({"model": torch.nn.Linear(3, 2).state_dict()}, f"ckpt/checkpoint_{step}.pt")
+        os.utime(f"ckpt/checkpoint_{step}.pt", ns=(step * 10**9, step * 10**9))
+    with open("ckpt/checkpoint_2.pt", "r+b") as newest:  # truncated, and still the newest
+        newest.truncate(100)
+dist.barrier()
+result = {"no shared directory": attempt("ckpt")}
+if rank == 1:
+    (node / "ckpt").symlink_to(tmp / "node0" / "ckpt")  # now shared
+dist.barrier()
+result["shared"] = attempt("ckpt")
+result["missing"] = attempt("nowhere")
+result["missing_ok"] = attempt("nowhere", missing_ok=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    return run_on_two_ranks(_TWO_RANKS, tmp_path_factory.mktemp("two_ranks"))
+
+
+def test_in_a_process_group_rank_zero_chooses_and_every_rank_loads_that_checkpoint(two_ranks):
+    rank0, rank1 = (rank["shared"] for rank in two_ranks)
+    assert rank0["loaded"] == rank1["loaded"] == "ckpt/checkpoint_1.pt"  # the truncated newest skipped by both
+    torch.manual_seed(1)
+    assert rank0["bias"] == rank1["bias"] == torch.nn.Linear(3, 2).bias.tolist()
+    assert len(rank0["warnings"]) == 1 and "skipping checkpoint 'ckpt/checkpoint_2.pt'" in rank0["warnings"][0]
+    assert rank1["warnings"] == []  # one warning for the job: rank 0's
+
+
+def test_in_a_process_group_no_rank_loads_unless_every_rank_can(two_ranks):
+    for rank in two_ranks:  # rank 1 cannot read what rank 0 chose: both raise, neither loaded anything
+        failed = rank["no shared directory"]
+        assert failed["error"] == "RuntimeError"
+        assert (
+            "rank 0 chose 'ckpt/checkpoint_1.pt', but not every rank can load it (rank 1: it cannot be read"
+            in (failed["message"])
+        )
+        assert "shared file system" in failed["message"]
+
+
+def test_in_a_process_group_rank_zeros_error_is_every_ranks(two_ranks):
+    for rank in two_ranks:
+        assert rank["missing"]["error"] == "FileNotFoundError" and "does not exist" in rank["missing"]["message"]
+        assert rank["missing_ok"]["loaded"] is None

@@ -5,10 +5,14 @@ directory and renames it over the final name, so a process killed while writing 
 (no ``.pt`` extension) and never a truncated ``*.pt``. A file can still be damaged afterwards (a full disk,
 ``atomic=False``, a copy cut short, a power loss before the page cache reached the disk: ``DiskSaver`` does not
 ``fsync``); :func:`resume_from_latest` therefore verifies each candidate before loading it.
+
+In a process group of several ranks (``torchrun``, SLURM), ``DiskSaver`` writes on rank 0 only, and
+:func:`resume_from_latest` is a collective: rank 0 chooses the checkpoint, every rank loads that one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -19,8 +23,9 @@ import zipfile
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import ignite.distributed as idist
 import torch
 from ignite.handlers import Checkpoint
 
@@ -123,6 +128,12 @@ def resume_from_latest(
     :meth:`~ignite.handlers.Checkpoint.load_objects`. Errors of ``load_state_dict`` itself (a checkpoint of another
     model) are raised, not skipped: they mean ``to_load`` is wrong, not the file.
 
+    In a process group of several ranks this is a collective that every rank calls: rank 0 alone looks at the
+    directory, skips what is damaged (the warnings are rank 0's) and broadcasts its choice; every rank then reads
+    that same file, and only when all of them could read it does any rank load it. So the ranks resume from one and
+    the same checkpoint, or all raise the same error. Every rank needs the directory at the same path (one node, or
+    a shared file system), as Ignite's ``DiskSaver`` on rank 0 and the other ranks' reads imply.
+
     Args:
         dirname: the directory given to ``DiskSaver`` (or ``ModelCheckpoint``).
         to_load: the same mapping of names to objects as was given to ``Checkpoint`` as ``to_save``.
@@ -141,7 +152,9 @@ def resume_from_latest(
     Raises:
         TypeError: if ``to_load`` is not a non-empty mapping of objects with ``load_state_dict``.
         FileNotFoundError: if the directory does not exist or holds no candidate (unless ``missing_ok``).
-        RuntimeError: if there are candidates and none of them is valid; the message lists each and why.
+        NotADirectoryError: if ``dirname`` is a file.
+        RuntimeError: if there are candidates and none of them is valid (the message lists each and why); in a
+            process group, also if a rank cannot read the checkpoint that rank 0 chose.
 
     Examples:
         .. code-block:: python
@@ -153,31 +166,97 @@ def resume_from_latest(
             trainer.run(loader, max_epochs=10)
     """
     _check_to_load(to_load)
-    try:
-        candidates = find_checkpoints(dirname, filename_prefix, ext)
-    except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise
-    if not candidates:
-        if missing_ok:
-            return None
-        raise FileNotFoundError(
-            f"No checkpoint '{filename_prefix}*.{ext}' in {str(dirname)!r}; "
-            "pass missing_ok=True to start from scratch when there is none"
+    choose = _Chooser(dirname, to_load, filename_prefix, ext, missing_ok, weights_only)
+    path, obj = choose() if idist.get_world_size() == 1 else _agree_on(choose)
+    if path is None:
+        return None
+    Checkpoint.load_objects(to_load=to_load, checkpoint=obj, **kwargs)
+    _logger.info("hotloop: resumed from %s", path)
+    return path
+
+
+class _Chooser:
+    """Finds the newest valid checkpoint: ``()`` returns ``(path, loaded checkpoint)``, or ``(None, None)``."""
+
+    def __init__(
+        self, dirname: str | os.PathLike, to_load: Mapping, prefix: str, ext: str, missing_ok: bool, weights_only: bool
+    ) -> None:
+        self.dirname, self.to_load, self.prefix, self.ext = dirname, to_load, prefix, ext
+        self.missing_ok, self.weights_only = missing_ok, weights_only
+
+    def __call__(self) -> tuple[Path | None, Any]:
+        candidates = self._candidates()
+        rejected = []
+        for path in candidates:
+            obj, why = _try_load(path, self.to_load, self.weights_only)
+            if why is None:
+                return path, obj
+            # stacklevel 3: the line that called resume_from_latest (in one process)
+            warnings.warn(f"hotloop: skipping checkpoint {str(path)!r}: it {why}", RuntimeWarning, stacklevel=3)
+            rejected.append(f"  {path.name}: {why}")
+        if not candidates:
+            return None, None
+        raise RuntimeError(
+            f"No valid checkpoint in {str(self.dirname)!r}; every candidate was rejected:\n" + "\n".join(rejected)
         )
-    rejected = []
-    for path in candidates:
-        obj, why = _try_load(path, to_load, weights_only)
-        if why is None:
-            Checkpoint.load_objects(to_load=to_load, checkpoint=obj, **kwargs)
-            _logger.info("hotloop: resumed from %s", path)
-            return path
-        warnings.warn(f"hotloop: skipping checkpoint {str(path)!r}: it {why}", RuntimeWarning, stacklevel=2)
-        rejected.append(f"  {path.name}: {why}")
-    raise RuntimeError(
-        f"No valid checkpoint in {str(dirname)!r}; every candidate was rejected:\n" + "\n".join(rejected)
-    )
+
+    def _candidates(self) -> list[Path]:
+        try:
+            candidates = find_checkpoints(self.dirname, self.prefix, self.ext)
+        except FileNotFoundError:
+            if self.missing_ok:
+                return []
+            raise
+        if not candidates and not self.missing_ok:
+            raise FileNotFoundError(
+                f"No checkpoint '{self.prefix}*.{self.ext}' in {str(self.dirname)!r}; "
+                "pass missing_ok=True to start from scratch when there is none"
+            )
+        return candidates
+
+
+# What rank 0 raises while choosing, rebuilt on the other ranks from its name and message (others as RuntimeError).
+_SHARED_ERRORS: dict[str, type[Exception]] = {
+    error.__name__: error for error in (FileNotFoundError, NotADirectoryError, RuntimeError)
+}
+
+
+def _agree_on(choose: _Chooser) -> tuple[Path | None, Any]:
+    """Rank 0 chooses and broadcasts; every rank reads the chosen file; all load it or all raise."""
+    path, obj, decision = None, None, ""
+    if idist.get_rank() == 0:
+        try:
+            path, obj = choose()
+            decision = json.dumps({"path": None if path is None else str(path)})
+        except Exception as exc:  # every rank raises it: none may wait in the broadcast for a decision never sent
+            decision = json.dumps({"error": type(exc).__name__, "message": str(exc)})
+            idist.broadcast(decision, src=0, safe_mode=True)
+            raise
+    chosen = json.loads(cast(str, idist.broadcast(decision, src=0, safe_mode=True)))
+    if "error" in chosen:
+        name, message = chosen["error"], chosen["message"]
+        error = _SHARED_ERRORS.get(name, RuntimeError)
+        raise error(f"{'' if name in _SHARED_ERRORS else name + ': '}{message} (on rank 0, which chose for every rank)")
+    if chosen["path"] is None:
+        return None, None
+    if obj is None:
+        obj, why = _try_load(Path(chosen["path"]), choose.to_load, choose.weights_only)
+    else:
+        why = None
+    _check_all_can_load(chosen["path"], why)
+    return Path(chosen["path"]), obj
+
+
+def _check_all_can_load(path: str, why: str | None) -> None:
+    reasons = cast(list[str], idist.all_gather("" if why is None else why))  # one string per rank
+    failed = {rank: reason for rank, reason in enumerate(reasons) if reason}
+    if failed:
+        listed = "; ".join(f"rank {rank}: it {reason}" for rank, reason in failed.items())
+        raise RuntimeError(
+            f"resume_from_latest: rank 0 chose {path!r}, but not every rank can load it ({listed}). Every rank "
+            "reads the checkpoint rank 0 chose: the directory must be at the same path on every node (a shared "
+            "file system), and no rank resumes unless all can"
+        )
 
 
 def _check_to_load(to_load: Any) -> None:

@@ -4,6 +4,10 @@ SLURM and Kubernetes send ``SIGTERM`` and, after a grace period, ``SIGKILL``. Py
 kills the process mid-step; :class:`PreemptionHandler` turns the signal into ``engine.terminate()`` at the end of
 the current iteration, so handlers on ``Events.TERMINATE`` / ``Events.COMPLETED`` (a ``Checkpoint``) save a
 consistent state and ``run()`` returns normally.
+
+In a process group the ranks stop at the same iteration (a scheduler signals every process, but not at the same
+instant): after each iteration they agree, with one all-reduce of a flag on the CPU, whether any of them was
+signalled, and all stop there, so that the checkpoint rank 0 writes is every rank's state.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
+import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 
 __all__ = ["PreemptionHandler"]
@@ -38,14 +44,25 @@ class PreemptionHandler:
     ``Events.TERMINATE`` and ``Events.COMPLETED`` fire and ``run()`` returns. ``state.iteration`` then counts
     exactly the iterations whose step has run, which is what a checkpoint must record to resume bit-exactly.
     The previous handlers are restored when the run completes, and by :meth:`restore` (also on leaving a ``with``
-    block, for runs that end with an exception). A second signal while stopping goes to the previous handler
-    (for ``SIGTERM`` by default: the process ends at once).
+    block, for runs that end with an exception). A repeated signal while stopping is ignored: launchers and
+    schedulers deliver ``SIGTERM`` twice as a matter of course (SLURM signals every process of the job, and
+    ``torchrun``'s agent, signalled too, forwards its own ``SIGTERM`` to the workers) and force with ``SIGKILL``
+    after their grace period. ``SIGINT`` is the exception: a second Ctrl-C goes to the previous handler.
+
+    In a process group of several ranks, every rank attaches the handler and the ranks agree every
+    ``check_every`` iterations whether one of them received a signal (a gloo all-reduce of one integer on the CPU:
+    the default group's if it is gloo, else a gloo group created at ``STARTED``; no device synchronization); then
+    all of them stop after that same iteration and ``received`` is set on every rank.
 
     Args:
         signals: the signals to catch.
+        check_every: in a process group, agree every this many iterations (a larger value, fewer collectives;
+            the stop comes up to ``check_every - 1`` iterations later). Ignored in one process.
 
     Raises:
-        TypeError: if ``signals`` is empty or holds something that is not a signal number.
+        TypeError: if ``signals`` is empty or holds something that is not a signal number, or ``check_every`` is
+            not an integer.
+        ValueError: if ``check_every`` is smaller than 1.
 
     Examples:
         .. code-block:: python
@@ -55,15 +72,23 @@ class PreemptionHandler:
             preemption = PreemptionHandler().attach(trainer)
             trainer.run(loader, max_epochs=10)
             sys.exit(143 if preemption.stopped else 0)   # 128 + SIGTERM: the scheduler requeues
+            # (under torchrun, exit with 0 after a preemption too: a non-zero exit makes it restart the group)
     """
 
-    def __init__(self, signals: Iterable[int] = (signal.SIGTERM,)) -> None:
+    def __init__(self, signals: Iterable[int] = (signal.SIGTERM,), *, check_every: int = 1) -> None:
         self.signals = tuple(signals)
         valid = set(signal.Signals)
         if not self.signals or not all(isinstance(s, int) and s in valid for s in self.signals):
             raise TypeError(f"signals should be a non-empty sequence of signal numbers, got {signals!r}")
-        self.received: int | None = None
+        if isinstance(check_every, bool) or not isinstance(check_every, int):
+            raise TypeError(f"check_every should be an integer, got {check_every!r}")
+        if check_every < 1:
+            raise ValueError(f"check_every should be at least 1, got {check_every}")
+        self.check_every = check_every
+        self.received: int | None = None  # the signal that stops the run (in a process group: any rank's)
+        self._caught: int | None = None  # the signal this process caught
         self._previous: dict[int, _SignalHandler] = {}
+        self._group: _Group | None = None
 
     @property
     def stopped(self) -> bool:
@@ -93,21 +118,27 @@ class PreemptionHandler:
 
     def _install(self, engine: Engine) -> None:
         _check_main_thread("started")
-        self.received = None
+        self.received = self._caught = None
+        self._group = _Group.of_current_process_group(self._group)
         for signum in self.signals:
             if signum not in self._previous:
                 self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is None:
-            self.received = signum
-            return
-        # A second signal while stopping: the user (or the scheduler) insists; hand it to the previous handler.
-        self.restore()
-        signal.raise_signal(signum)
+        if self._caught is None:
+            self._caught = signum
+        elif signum == signal.SIGINT:  # a second Ctrl-C: the user insists; hand it to the previous handler
+            self.restore()
+            signal.raise_signal(signum)
 
     def _maybe_terminate(self, engine: Engine) -> None:
-        if self.received is not None and not engine.should_terminate:
+        if engine.should_terminate:
+            return
+        if self._group is None:
+            self.received = self._caught
+        elif engine.state.iteration % self.check_every == 0:
+            self.received = self._group.max_signal(self._caught)
+        if self.received is not None:
             engine.logger.warning(
                 f"Received {signal.Signals(self.received).name}: terminating after iteration {engine.state.iteration}"
             )
@@ -127,3 +158,28 @@ class PreemptionHandler:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.restore()
+
+
+class _Group:
+    """The ranks of the current process group that agree on a stop, through a gloo (CPU) group."""
+
+    def __init__(self, default: dist.ProcessGroup | None, group: dist.ProcessGroup | None) -> None:
+        self.default, self.group = default, group
+
+    @classmethod
+    def of_current_process_group(cls, previous: _Group | None) -> _Group | None:
+        """``None`` in one process; the previous group while the default process group is the same one."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return None
+        default = dist.group.WORLD
+        if previous is not None and previous.default is default:
+            return previous
+        # A CPU flag on an NCCL group would be copied to the GPU and back: a gloo group then ("cpu:gloo,cuda:nccl"
+        # routes CPU tensors to gloo already).
+        gloo = "gloo" in str(dist.get_backend())
+        return cls(default, None if gloo else dist.new_group(backend="gloo"))  # new_group: a collective, every rank
+
+    def max_signal(self, caught: int | None) -> int | None:
+        flag = torch.tensor([caught or 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        return int(flag.item()) or None
