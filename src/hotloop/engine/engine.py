@@ -7,7 +7,6 @@ import logging
 import math
 import time
 import warnings
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Generator
 from typing import Any
@@ -17,32 +16,34 @@ from ignite.engine.engine import _EngineTerminateException, _EngineTerminateSing
 from ignite.engine.events import Events, State
 from ignite.engine.utils import _to_hours_mins_secs
 
-from hotloop.engine._handlers import _EVERY, _FilteredHandler, _HandlerTable
+from hotloop.engine._dispatch import DSI, GBC, GBS, ITC, ITS, _dispatch, _HotEvents
+from hotloop.engine._handlers import _FilteredHandler, _HandlerTable
 
 __all__ = ["Engine"]
 
-_GBS = Events.GET_BATCH_STARTED
-_GBC = Events.GET_BATCH_COMPLETED
-_ITS = Events.ITERATION_STARTED
-_ITC = Events.ITERATION_COMPLETED
-_DSI = Events.DATALOADER_STOP_ITERATION
-_HOT_EVENTS = (_GBS, _GBC, _ITS, _ITC)
-
-# Stands in for the handler list of a hot event that has no key in ``_event_handlers`` yet, or that must go
-# through ``_fire_event`` for another reason (see ``Engine._hl_reload``). It is truthy, so the loop dispatches
-# the event and then checks the termination flags, as Ignite's loop does after every event; the firing itself
-# is ``self._fire_event(event)``, which creates the key exactly when Ignite's loop would.
-_NOT_YET_FIRED = (None,)
-_WEAKREF = weakref.ref
+_STOP_FLAGS = ("should_terminate", "should_terminate_single_epoch", "should_interrupt")
 
 
-class _SlowTable:
-    """Stands in for a handler table that the loop cannot watch; its version never moves."""
+class _Flag:
+    """One of Ignite's three termination flags, stored as set; setting any of them also sets ``_hl_flag_set``.
 
-    version = 0
+    The loop reads ``_hl_flag_set`` (one attribute) after each piece of user code instead of the three flags.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_hl_" + name
+
+    def __get__(self, engine: Any, owner: type | None = None) -> Any:
+        if engine is None:
+            return self
+        return getattr(engine, self.slot, False)
+
+    def __set__(self, engine: Any, value: Any) -> None:
+        setattr(engine, self.slot, value)
+        engine._hl_flag_set = any(getattr(engine, "_hl_" + name, False) for name in _STOP_FLAGS)
 
 
-_SLOW_TABLE = _SlowTable()
+_NO_DATA_ITERATOR = "Internal error, self._dataloader_iter is None. Please, file an issue if you encounter this error."
 
 
 class _Raised:
@@ -124,6 +125,14 @@ class Engine(_IgniteEngine):
             trainer.run(data_loader, max_epochs=5)
     """
 
+    should_terminate = _Flag()
+    should_terminate_single_epoch = _Flag()
+    should_interrupt = _Flag()
+    _hl_flag_set = False
+
+    #: A function applied to every data iterator the engine makes (see :meth:`_set_data_wrapper`).
+    _hl_data_wrapper: Callable[[Any], Any] | None = None
+
     def __init__(self, process_function: Callable[[_IgniteEngine, Any], Any]) -> None:
         _check_not_generator(process_function)
         self._hl_table: Any = None
@@ -168,36 +177,34 @@ class Engine(_IgniteEngine):
         """
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug(f"{self.state.epoch} | {self.state.iteration}, Firing handlers for event {event_name}")
-        self._hl_dispatch(event_name, self._event_handlers[event_name], event_args, event_kwargs)
+        _dispatch(self, event_name, self._event_handlers[event_name], event_args, event_kwargs)
 
-    def _hl_dispatch(
-        self, event_name: Any, handlers: Any, event_args: tuple = (), event_kwargs: dict | None = None
-    ) -> None:
-        """The body of ``_fire_event`` for a handler list already looked up; ``_NOT_YET_FIRED`` calls it."""
-        if handlers is _NOT_YET_FIRED:
-            self._fire_event(event_name)
-            return
-        self.last_event_name = event_name
-        for func, args, kwargs in handlers:
-            if event_kwargs:
-                kwargs.update(event_kwargs)
-            if type(func) is _FilteredHandler:
-                if func._hl_kind == _EVERY and func._hl_attr is not None:
-                    if getattr(self.state, func._hl_attr) % func._hl_every:
-                        continue
-                elif not func._hl_accepts(self):
-                    continue
-                func = func._hl_handler
-            if args and isinstance(args[0], _WEAKREF):
-                resolved_engine = args[0]()
-                if resolved_engine is None:
-                    raise RuntimeError("Engine reference not resolved. Cannot execute event handler.")
-                func(resolved_engine, *event_args, *args[1:], **kwargs)
-            else:
-                func(*event_args, *args, **kwargs)
+    def _has_handlers(self, event_name: Any) -> bool:
+        """Whether firing ``event_name`` now would call anything.
 
-    #: A function applied to every data iterator the engine makes (``prefetch=True`` installs a device prefetcher).
-    _hl_data_wrapper: Callable[[Any], Any] | None = None
+        True when the event has handlers, or when every event must reach an overridden ``_fire_event`` /
+        ``fire_event`` (the run then uses Ignite's loop). Reads the table without creating a key for the event.
+        """
+        if self._hl_faithful:
+            return True
+        handlers = self._event_handlers.get(event_name)
+        return bool(handlers)
+
+    def _fire_if_handled(self, event_name: Any) -> None:
+        """``fire_event(event_name)`` when it has handlers (:meth:`_has_handlers`): the rule the loop follows for
+        its own events, for events fired from inside an iteration (a workflow's ``IterationEvents``)."""
+        if self._hl_faithful or self._event_handlers.get(event_name):
+            self.fire_event(event_name)
+
+    # -- data ----------------------------------------------------------------------------------------------------
+
+    def _set_data_wrapper(self, wrapper: Callable[[Any], Any] | None) -> None:
+        """Apply ``wrapper`` to every data iterator the engine makes from now on (``None``: none).
+
+        ``prefetch=True`` installs a :class:`hotloop.step.DevicePrefetcher` this way. The wrapper should not hold
+        the engine (it is stored on it).
+        """
+        self._hl_data_wrapper = wrapper
 
     def _setup_dataloader_iter(self) -> None:
         super()._setup_dataloader_iter()
@@ -251,28 +258,11 @@ class Engine(_IgniteEngine):
             return _IgniteEngine._run_once_on_dataset_legacy(self)
         return _drive(self._hl_run_once_on_dataset(legacy=True))
 
-    def _hl_check(self, legacy: bool) -> Generator[State, None, bool]:
-        """Ignite's ``_maybe_terminate_or_interrupt`` (or its legacy twin), entered only when a flag is set.
-
-        Returns:
-            True when the run was interrupted here and has now been resumed: the user may have set a flag or
-            edited the handlers in between, so the loop must re-read the handler table and make Ignite's next
-            termination check even if the event there has no handler.
-        """
-        if legacy:
-            self._maybe_terminate_legacy()
-            return False
-        interrupting = bool(self.should_interrupt)
-        yield from self._maybe_terminate_or_interrupt()
-        return interrupting
-
-    def _hl_flagged(self) -> bool:
-        return bool(self.should_terminate or self.should_terminate_single_epoch or self.should_interrupt)
-
     def _hl_run_as_gen(self, legacy: bool) -> Generator[State, None, Any]:
         # Mirrors ignite.engine.Engine._internal_run_as_gen / _internal_run_legacy (0.5.5) statement by statement;
         # the changes: flag checks that find nothing set skip the generator round trip, and in legacy mode a
         # StopIteration leaving the loop is carried out to ``_drive`` instead of becoming a RuntimeError.
+        hot = _HotEvents(self, legacy)
         try:
             self.should_terminate = self.should_terminate_single_epoch = self.should_interrupt = False
             self._init_timers(self.state)
@@ -280,16 +270,16 @@ class Engine(_IgniteEngine):
             try:
                 try:
                     self._fire_event(Events.STARTED)
-                    if self._hl_flagged():
-                        yield from self._hl_check(legacy)
+                    if self._hl_flag_set:
+                        yield from hot.check()
                     while not self._is_done(self.state) and not self.should_terminate:
                         self.state.epoch += 1
                         handlers_start_time = time.time()
                         self._fire_event(Events.EPOCH_STARTED)
                         epoch_time_taken = time.time() - handlers_start_time
-                        if self._hl_flagged():
+                        if self._hl_flag_set:
                             # A resume from here is seen by the flag test at the start of the epoch's loop.
-                            yield from self._hl_check(legacy)
+                            yield from hot.check()
                         if self._dataloader_iter is None:
                             self._setup_engine()
                         if legacy:
@@ -304,8 +294,8 @@ class Engine(_IgniteEngine):
                             self.state.times[Events.EPOCH_COMPLETED.name] = epoch_time_taken
                         if self.should_terminate_single_epoch:
                             self.should_terminate_single_epoch = False
-                        if self._hl_flagged():
-                            yield from self._hl_check(legacy)
+                        if self._hl_flag_set:
+                            yield from hot.check()
                         hours, mins, secs = _to_hours_mins_secs(epoch_time_taken)
                         self.logger.info(
                             f"Epoch[{self.state.epoch}] Complete. Time taken: {hours:02d}:{mins:02d}:{secs:06.3f}"
@@ -338,137 +328,89 @@ class Engine(_IgniteEngine):
                 raise  # becomes a RuntimeError, as it does leaving Ignite's generator
             return _Raised(e)
 
-    def _hl_reload(self, resumed: bool = False) -> tuple[Any, int, tuple[Any, ...]]:
-        """The handler table, its version, and the handler lists of the four per-iteration events.
+    def _hl_data_ended(self, iter_counter: int, should_exit: bool) -> bool:
+        """What Ignite's loop does when the data iterator is exhausted; True when the epoch ends here.
 
-        An event whose list stands as ``_NOT_YET_FIRED`` is fired through ``_fire_event`` and followed by the
-        termination check. All four are when the table cannot be watched (it is not a ``_HandlerTable``), when
-        debug logging is on (Ignite logs every event), or when ``_fire_event``/``fire_event`` has been overridden
-        since the run started. ``resumed`` (the run was interrupted and resumed, or a flag is already set) sends
-        ``GET_BATCH_STARTED`` and ``ITERATION_STARTED`` that way, so that Ignite's next termination check is made
-        even if the event has no handler; version -1 then makes the loop re-read the table.
+        The first exhaustion of a run without ``epoch_length`` sets it (and ``max_epochs`` from ``max_iters``); an
+        iterator exhausted again right after being restarted ends the epoch with Ignite's warning if the run is not
+        done. Otherwise the loop restarts the iterator.
         """
-        table = self._event_handlers
-        if (
-            isinstance(table, _HandlerTable)
-            and not self.logger.isEnabledFor(logging.DEBUG)
-            and not self._hl_uses_ignite_loop()
-        ):
-            get = table.get
-            version = table.version
-            gbs, gbc, its, itc = (get(e, _NOT_YET_FIRED) for e in _HOT_EVENTS)
-        else:
-            table, version = _SLOW_TABLE, 0
-            gbs = gbc = its = itc = _NOT_YET_FIRED
-        if resumed:
-            gbs = its = _NOT_YET_FIRED
-            version = -1
-        return table, version, (gbs, gbc, its, itc)
+        state: Any = self.state
+        if state.epoch_length is None:
+            state.epoch_length = iter_counter
+            if state.max_iters is not None:
+                state.max_epochs = math.ceil(state.max_iters / state.epoch_length)
+            return True
+        if not should_exit:
+            return False
+        if not self._is_done(state):
+            total_iters = state.epoch_length * state.max_epochs if state.max_epochs is not None else state.max_iters
+            warnings.warn(  # noqa: B028 - Ignite's call, default stacklevel
+                "Data iterator can not provide data anymore but required total number of iterations to run is not "
+                f"reached. Current iteration: {state.iteration} vs Total iterations to run : {total_iters}"
+            )
+        return True
 
     def _hl_run_once_on_dataset(self, legacy: bool) -> Generator[State, None, Any]:  # noqa: C901
-        # Mirrors ignite.engine.Engine._run_once_on_dataset_as_gen (0.5.5). Per iteration the fast path does
-        # what Ignite's does minus the dispatch of handler-less events and the per-check generators:
-        # state.batch/state.output/last_event_name are written at the same moments, and the termination flags are
-        # read after each piece of user code (the data iterator, the process function, any handler).
+        # Mirrors ignite.engine.Engine._run_once_on_dataset_as_gen (0.5.5): state.batch, state.output and
+        # last_event_name are written at the same moments; an event without handlers is not dispatched, and the
+        # termination flags are read after each piece of user code (the data iterator, the process function, any
+        # handler) instead of after each event. ``hot`` fires the events and re-reads the handler lists when stale.
         try:
             start_time = time.time()
             iter_counter = 0 if self._init_iter is None else self._init_iter
             self._init_iter = None
             should_exit = False
-            # A flag already set (by a resume after an interrupt on EPOCH_STARTED, or by user code in iter(data))
-            # must be seen at Ignite's first check of the epoch, whether or not its event has handlers.
-            table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload(self._hl_flagged())
+            hot = _HotEvents(self, legacy)
+            # A flag set before the epoch (by a resume after an interrupt on EPOCH_STARTED, or by user code in
+            # iter(data)) is seen at Ignite's first check of the epoch, whether or not its event has handlers.
+            gbs, gbc, its, itc = hot.reload(resumed=self._hl_flag_set)
             try:
                 if self._dataloader_iter is None:
-                    raise RuntimeError(
-                        "Internal error, self._dataloader_iter is None. "
-                        "Please, file an issue if you encounter this error."
-                    )
+                    raise RuntimeError(_NO_DATA_ITERATOR)
                 while True:
                     state = self.state
                     state.batch = None
                     try:
-                        last = self.last_event_name
-                        after_restart = last is _DSI or (type(last) is not Events and last == _DSI)
-                        if not after_restart and state.dataloader is not None:
-                            if h_gbs:
-                                self._hl_dispatch(_GBS, h_gbs)
-                                if self._hl_flagged() and (yield from self._hl_check(legacy)):
-                                    table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload(True)
-                                state = self.state
-                                if table.version != version:
-                                    table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload()
-                            else:
-                                self.last_event_name = _GBS
+                        last = self.last_event_name  # DATALOADER_STOP_ITERATION: the iterator was just restarted
+                        if last is not DSI and (type(last) is Events or last != DSI) and state.dataloader is not None:
+                            self.last_event_name = GBS
+                            if gbs and hot.fire(GBS, gbs):
+                                gbs, gbc, its, itc = yield from hot.settle()
+                            state = self.state
                         state.batch = next(self._dataloader_iter)
                         state.output = None
-                        if state.dataloader is not None:
-                            # The data iterator is user code. (Without data it is the engine's own, and the re-read
-                            # must not end a forced check of ITERATION_STARTED early: see ``_hl_reload``.)
-                            if table.version != version:
-                                table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload()
-                            if h_gbc:
-                                self._hl_dispatch(_GBC, h_gbc)
-                                state = self.state
-                                if table.version != version:
-                                    table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload()
-                            else:
-                                self.last_event_name = _GBC
-                            # Checked with or without handlers: the data iterator may have set a flag.
-                            if self.should_terminate or self.should_terminate_single_epoch or self.should_interrupt:
-                                if (yield from self._hl_check(legacy)):
-                                    table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload(True)
-                                state = self.state
+                        if state.dataloader is not None:  # the data iterator is user code (without data: ours)
+                            if hot.table.version != hot.version:
+                                gbs, gbc, its, itc = hot.reload()
+                            self.last_event_name = GBC
+                            if (gbc and hot.fire(GBC, gbc)) or self._hl_flag_set:
+                                gbs, gbc, its, itc = yield from hot.settle()
+                            state = self.state
                         iter_counter += 1
                         should_exit = False
                     except StopIteration:
-                        state = self.state
-                        if state.epoch_length is None:
-                            state.epoch_length = iter_counter
-                            if state.max_iters is not None:
-                                state.max_epochs = math.ceil(state.max_iters / state.epoch_length)
+                        if self._hl_data_ended(iter_counter, should_exit):
                             break
-                        if should_exit:
-                            if not self._is_done(state):
-                                total_iters = (
-                                    state.epoch_length * state.max_epochs
-                                    if state.max_epochs is not None
-                                    else state.max_iters
-                                )
-                                warnings.warn(  # noqa: B028 - Ignite's call, default stacklevel
-                                    "Data iterator can not provide data anymore but required total number of "
-                                    "iterations to run is not reached. "
-                                    f"Current iteration: {state.iteration} vs Total iterations to run : {total_iters}"
-                                )
-                            break
-                        if state.dataloader is not None:
-                            self._fire_event(_DSI)
-                            if self._hl_flagged():
-                                yield from self._hl_check(legacy)
+                        if self.state.dataloader is not None:
+                            self._fire_event(DSI)
+                            if self._hl_flag_set:
+                                yield from hot.check()
                         self._setup_dataloader_iter()
-                        table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload()
+                        gbs, gbc, its, itc = hot.reload()
                         should_exit = True
                         continue
                     state.iteration += 1
-                    if h_its:
-                        self._hl_dispatch(_ITS, h_its)
-                        if self._hl_flagged() and (yield from self._hl_check(legacy)):
-                            table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload(True)
-                        state = self.state
-                    else:
-                        self.last_event_name = _ITS
+                    self.last_event_name = ITS
+                    if its and hot.fire(ITS, its):
+                        gbs, gbc, its, itc = yield from hot.settle()
+                    state = self.state
                     state.output = self._process_function(self, state.batch)
-                    if table.version != version:  # handlers of ITERATION_STARTED or the process function changed it
-                        table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload()
-                    if h_itc:
-                        self._hl_dispatch(_ITC, h_itc)
-                        if table.version != version:
-                            table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload()
-                    else:
-                        self.last_event_name = _ITC
-                    if self.should_terminate or self.should_terminate_single_epoch or self.should_interrupt:
-                        if (yield from self._hl_check(legacy)):
-                            table, version, (h_gbs, h_gbc, h_its, h_itc) = self._hl_reload(True)
+                    if hot.table.version != hot.version:  # handlers of ITERATION_STARTED or the process function
+                        gbs, gbc, its, itc = hot.reload()
+                    self.last_event_name = ITC
+                    if (itc and hot.fire(ITC, itc)) or self._hl_flag_set:
+                        gbs, gbc, its, itc = yield from hot.settle()
                     state = self.state
                     if state.epoch_length is not None and iter_counter == state.epoch_length:
                         break
