@@ -40,7 +40,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from hotloop.collate.decollate import decollate_batch
 from hotloop.collate.distributed import ExactDistributedSampler, gather_samples
-from hotloop.step._tree import _tree_map
+from hotloop.step.tree import tree_map
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -235,11 +235,11 @@ class SampleGatherer:
 
     def collect(self, engine: Engine) -> None:
         """Keeps this iteration's samples (a device copy: graphed steps reuse their output buffers)."""
-        self._samples.extend(decollate_batch(_tree_map(_detached_clone, self._output_transform(engine.state.output))))
+        self._samples.extend(decollate_batch(tree_map(_detached_clone, self._output_transform(engine.state.output))))
 
     def gather(self, engine: Engine) -> None:
         """Gathers every rank's samples into ``engine.state.<name>`` (a collective: every rank runs it)."""
-        local = [_tree_map(torch.Tensor.cpu, sample) for sample in self._samples]
+        local = [tree_map(torch.Tensor.cpu, sample) for sample in self._samples]
         self._samples = []
         sampler = self._sampler if self._sampler is not None else getattr(engine.state.dataloader, "sampler", None)
         if isinstance(sampler, DistributedSampler):

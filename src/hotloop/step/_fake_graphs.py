@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hotloop.step import graphed
+from hotloop.step.tree import tree_tensors
 
 __all__ = ["FakeBackend"]
 
@@ -128,9 +128,5 @@ class FakeBackend:
             param.grad = grad  # the recorded backward starts from the gradients the capture saw
         new = graph.fn()
         with torch.no_grad():
-            for static, value in zip(_tensors(graph.outputs), _tensors(new)):
+            for static, value in zip(tree_tensors(graph.outputs), tree_tensors(new)):
                 static.copy_(value)
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    return [leaf for leaf in graphed._leaves(obj) if isinstance(leaf, torch.Tensor)]

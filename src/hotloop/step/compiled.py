@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from hotloop.step._tree import _shape_key
+from hotloop.step.tree import tree_key
 
 __all__ = ["CompiledStep", "resolve_compile"]
 
@@ -124,7 +124,7 @@ class CompiledStep:
         self.mode = "whole"
 
     def __call__(self, *args: Any) -> Any:
-        key = _shape_key(args)
+        key = tree_key(args)
         if key not in self._shapes:
             if len(self._shapes) >= self._max_shapes:
                 if not self._warned_shapes:

@@ -21,7 +21,6 @@ records the step function and whose "replay" re-runs it on the static buffers.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager
@@ -30,11 +29,11 @@ from typing import Any, Protocol
 
 import torch
 
+from hotloop.step.tree import CONSTANT_TYPES, tree_clone, tree_copy_, tree_layout, tree_leaves
+
 __all__ = ["CudaGraphWarning", "GraphedStep", "cuda_graphs_supported", "resolve_cuda_graphs"]
 
 _Tensor = torch.Tensor
-# Non-tensor leaves that a graph may take: immutable, hashable values that become part of the cache key.
-_CONSTANT_TYPES = (type(None), bool, int, float, complex, str, bytes)
 # A hyper-parameter change this soon after a capture means a per-iteration schedule. Re-capturing costs a full
 # device synchronize, an allocator cache flush and re-recording every kernel (many eager steps' worth), so graphs
 # would be slower than eager steps; the step goes eager instead.
@@ -42,7 +41,6 @@ _MIN_REPLAYS_BEFORE_RECAPTURE = 16
 # Keys known to run eagerly are remembered (one dict lookup per call instead of re-checking the inputs), up to
 # this many, so that inputs whose shape or constants never repeat cannot grow the set without bound.
 _MAX_EAGER_KEYS = 1024
-_OPAQUE = object()
 # (layout, constants): see _key.
 _Key = tuple[Hashable, tuple[Any, ...]]
 
@@ -341,7 +339,7 @@ class GraphedStep:
         """Returns the inputs' device if ``key`` may get a graph, else warns once and returns ``None``."""
         if self._disabled:
             return None
-        found = _inputs_device(_leaves((x, y)), _backend.device_type, self._device)
+        found = _inputs_device(tree_leaves((x, y)), _backend.device_type, self._device)
         if isinstance(found, tuple):
             cause, detail = found
             self._warn_once(cause, f"inputs cannot be captured in a CUDA graph ({detail})")
@@ -379,7 +377,7 @@ class GraphedStep:
     def _capture(self, entry: _Entry, x: Any, y: Any) -> Any:
         """Captures ``compute`` on fresh static copies of ``(x, y)``, then replays it once for this call."""
         _make_capturable(self._optimizer, _backend.device_type)  # again: load_state_dict may have reset the flag
-        static = (_clone_tree(x), _clone_tree(y))
+        static = (tree_clone(x), tree_clone(y))
         hparams = _snapshot_hparams(self._optimizer)
         if self._pre_capture is not None:
             self._pre_capture()
@@ -398,14 +396,14 @@ class GraphedStep:
 
     def _replay(self, entry: _Entry, x: Any, y: Any) -> Any:
         static_x, static_y = entry.static
-        _copy_tree(static_x, x)
-        _copy_tree(static_y, y)
+        tree_copy_(static_x, x)
+        tree_copy_(static_y, y)
         entry.replays += 1
         _backend.replay(entry.graph)
         return self._result(entry.outputs)
 
     def _result(self, outputs: Any) -> Any:
-        return _clone_tree(outputs) if self._clone_outputs else outputs
+        return tree_clone(outputs) if self._clone_outputs else outputs
 
     # -- failures ----------------------------------------------------------------------------------------------
 
@@ -494,32 +492,8 @@ def _key(x: Any, y: Any) -> _Key:
         if y is None:
             return ((x.shape, x.dtype, x.device, x.requires_grad), ())
     constants: list[Any] = []
-    layout = (_layout(x, constants), _layout(y, constants))
+    layout = (tree_layout(x, constants), tree_layout(y, constants))
     return (layout, tuple(constants))
-
-
-def _layout(obj: Any, constants: list[Any]) -> Hashable:
-    if isinstance(obj, _Tensor):
-        return (type(obj), obj.shape, obj.dtype, obj.device, obj.requires_grad)
-    if isinstance(obj, (tuple, list)):
-        return (type(obj), *[_layout(item, constants) for item in obj])
-    if isinstance(obj, dict):
-        return (type(obj), *[(name, _layout(value, constants)) for name, value in obj.items()])
-    if type(obj) in _CONSTANT_TYPES:
-        constants.append(obj)
-        return (type(obj),)
-    return (_OPAQUE, type(obj))
-
-
-def _leaves(obj: Any) -> Iterator[Any]:
-    if isinstance(obj, (tuple, list)):
-        for item in obj:
-            yield from _leaves(item)
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _leaves(value)
-    else:
-        yield obj
 
 
 def _inputs_device(
@@ -533,7 +507,7 @@ def _inputs_device(
             if problem is not None:
                 return problem
             devices.add(leaf.device)
-        elif type(leaf) not in _CONSTANT_TYPES:
+        elif type(leaf) not in CONSTANT_TYPES:
             return ("opaque", f"an input of type {type(leaf).__name__} is neither a tensor nor a constant")
     if len(devices) != 1:
         detail = "mixed devices " + ", ".join(sorted(map(str, devices))) if devices else "no tensor inputs"
@@ -555,39 +529,8 @@ def _tensor_problem(tensor: _Tensor) -> tuple[str, str] | None:
     return None
 
 
-def _clone_tree(obj: Any) -> Any:
-    """A copy of ``obj`` with every tensor leaf cloned into new memory (same strides); constants shared."""
-    if isinstance(obj, _Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, tuple):
-        items = [_clone_tree(item) for item in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
-    if isinstance(obj, list):
-        clone = copy.copy(obj)
-        clone[:] = [_clone_tree(item) for item in obj]
-        return clone
-    if isinstance(obj, dict):
-        mapping = copy.copy(obj)
-        for name in mapping:
-            mapping[name] = _clone_tree(obj[name])
-        return mapping
-    return obj
-
-
-def _copy_tree(static: Any, new: Any) -> None:
-    """Copies the tensor leaves of ``new`` into the matching leaves of ``static`` (same key, so same layout)."""
-    if isinstance(static, _Tensor):
-        static.copy_(new, non_blocking=True)  # device-to-device: enqueued, no host sync
-    elif isinstance(static, dict):
-        for name in static:
-            _copy_tree(static[name], new[name])
-    elif isinstance(static, (tuple, list)):
-        for static_item, new_item in zip(static, new):
-            _copy_tree(static_item, new_item)
-
-
 def _check_outputs(outputs: Any) -> None:
-    for leaf in _leaves(outputs):
+    for leaf in tree_leaves(outputs):
         if leaf is not None and not isinstance(leaf, _Tensor):
             raise TypeError(
                 f"compute returned a {type(leaf).__name__}; a graph would return its capture-time value forever. "
@@ -654,7 +597,7 @@ def _snapshot_hparams(optimizer: torch.optim.Optimizer | None) -> tuple[tuple[in
 def _is_frozen_value(value: Any) -> bool:
     if isinstance(value, tuple):
         return all(_is_frozen_value(item) for item in value)
-    return type(value) in _CONSTANT_TYPES
+    return type(value) in CONSTANT_TYPES
 
 
 def _n_groups(optimizer: torch.optim.Optimizer | None) -> int:

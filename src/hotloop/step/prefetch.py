@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from hotloop.step._tree import _tree_map, _tree_tensors
+from hotloop.step.tree import tree_map, tree_tensors
 
 __all__ = ["DevicePrefetcher", "prefetch_enabled"]
 
@@ -79,9 +79,9 @@ class DevicePrefetcher(Iterator):
             self._next = _END
             return
         if self.pin_memory:
-            batch = _tree_map(_pin, batch)
+            batch = tree_map(_pin, batch)
         with torch.cuda.stream(self._stream):  # type: ignore[arg-type]
-            self._next = _tree_map(lambda t: t.to(self.device, non_blocking=self.non_blocking), batch)
+            self._next = tree_map(lambda t: t.to(self.device, non_blocking=self.non_blocking), batch)
 
     def __next__(self) -> Any:
         if not self._active:
@@ -94,7 +94,7 @@ class DevicePrefetcher(Iterator):
             raise StopIteration
         current = torch.cuda.current_stream(self.device)
         current.wait_stream(self._stream)  # type: ignore[arg-type]
-        for t in _tree_tensors(batch):
+        for t in tree_tensors(batch):
             t.record_stream(current)
         self._load()
         return batch
