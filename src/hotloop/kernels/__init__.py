@@ -6,6 +6,9 @@
   per-sample per-class true-positive / predicted / labelled counts, from logits or label maps and label maps or
   one-hot labels, without building one-hot tensors.
 
+:mod:`hotloop.kernels._common` holds what both share: the score dtypes, the tile sizes over a channel dim, the
+argmax over channels and the rounding of float32 to a storage dtype.
+
 Each module has three parts: the private ``@triton.jit`` kernels, the launchers (public functions that check their
 inputs and pick the grid) and the ``*_reference`` functions, plain torch code that says what the kernels compute and
 that the tests hold them to. The public ops in :mod:`hotloop.ops` dispatch to the launchers on CUDA.

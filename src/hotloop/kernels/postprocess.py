@@ -21,6 +21,8 @@ except ModuleNotFoundError as error:  # without triton: one error naming the ext
         raise
     raise TRITON.error("hotloop.kernels.postprocess (Triton kernels)") from error
 
+from hotloop.kernels._common import blocks, channel_argmax, check_scores, round_to
+
 __all__ = [
     "argmax",
     "argmax_reference",
@@ -32,54 +34,12 @@ __all__ = [
     "threshold_reference",
 ]
 
-_SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_INT32_MAX = tl.constexpr(2147483647)  # "no NaN seen" marker for _channel_argmax
-
-# Tile sizes: at most 4096 values per program (32 per thread with 4 warps). Channel tiles of 16 keep large-C volumes
-# (105 classes) in 7 iterations; small C gets wide voxel blocks. Not tuned on a GPU: none was available here.
-_MAX_BLOCK_C = 16
-_TILE = 4096
 _BLOCK_FLAT = 1024
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # kernels
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _channel_argmax(x_ptr, base, offs_s, mask_s, C, S, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """For each of BLOCK_S voxels, the index of its largest channel value, as torch.argmax picks it: the first
-    maximum, and a NaN above everything (the first NaN wins)."""
-    best = tl.full([BLOCK_S], float("-inf"), tl.float32)
-    best_idx = tl.zeros([BLOCK_S], tl.int32)
-    nan_idx = tl.full([BLOCK_S], _INT32_MAX, tl.int32)
-    for c0 in range(0, C, BLOCK_C):
-        offs_c = c0 + tl.arange(0, BLOCK_C)
-        mask = (offs_c[:, None] < C) & mask_s[None, :]
-        ptrs = x_ptr + base + offs_c[:, None].to(tl.int64) * S + offs_s[None, :]
-        x = tl.load(ptrs, mask=mask, other=float("-inf")).to(tl.float32)
-        is_nan = x != x
-        nan_idx = tl.minimum(nan_idx, tl.min(tl.where(is_nan, offs_c[:, None], _INT32_MAX), axis=0))
-        x = tl.where(is_nan, float("-inf"), x)
-        tile_max, tile_idx = tl.max(x, axis=0, return_indices=True, return_indices_tie_break_left=True)
-        # Strictly greater: an equal maximum in a later tile does not replace the first one.
-        better = tile_max > best
-        best_idx = tl.where(better, tile_idx + c0, best_idx)
-        best = tl.where(better, tile_max, best)
-    return tl.where(nan_idx < _INT32_MAX, nan_idx, best_idx)
-
-
-@triton.jit
-def _round_to(v, dtype: tl.constexpr):
-    """float32 ``v`` rounded to ``dtype`` (to nearest, ties to even), as float32."""
-    if dtype == tl.bfloat16:
-        # By hand: Triton's interpreter truncates (and its "rtne" mode misrounds) float32 → bfloat16 casts.
-        bits = v.to(tl.uint32, bitcast=True)
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)
-        return ((bits >> 16) << 16).to(tl.float32, bitcast=True)
-    else:
-        return v.to(dtype).to(tl.float32)
 
 
 @triton.jit
@@ -130,7 +90,7 @@ def _argmax_kernel(x_ptr, out_ptr, C, S, ONE_HOT: tl.constexpr, BLOCK_C: tl.cons
     offs_s = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
     mask_s = offs_s < S
     base = pid_p.to(tl.int64) * C * S
-    idx = _channel_argmax(x_ptr, base, offs_s, mask_s, C, S, BLOCK_C, BLOCK_S)
+    idx = channel_argmax(x_ptr, base, offs_s, mask_s, C, S, BLOCK_C, BLOCK_S)
     if ONE_HOT:
         _store_one_hot(out_ptr, base, idx.to(tl.int64), offs_s, mask_s, C, S, BLOCK_C)
     else:
@@ -158,18 +118,13 @@ def _threshold_kernel(x_ptr, out_ptr, N, threshold, SIGMOID: tl.constexpr, BLOCK
     v = x.to(tl.float32)
     if SIGMOID:
         # MONAI's Activations hands the sigmoid back in the input's dtype and AsDiscrete compares that rounded value.
-        v = _round_to(tl.sigmoid(v), x_ptr.dtype.element_ty)
+        v = round_to(tl.sigmoid(v), x_ptr.dtype.element_ty)
     tl.store(out_ptr + offs, (v >= threshold).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # launchers
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _blocks(channels: int) -> tuple[int, int]:
-    block_c = min(triton.next_power_of_2(max(channels, 1)), _MAX_BLOCK_C)
-    return block_c, _TILE // block_c
 
 
 def _pcs(x: torch.Tensor, dim: int) -> tuple[int, int, int]:
@@ -186,11 +141,6 @@ def _channel_dim(x: torch.Tensor, dim: int) -> int:
     return dim % x.dim()
 
 
-def _check_scores(x: torch.Tensor, name: str = "x") -> None:
-    if x.dtype not in _SCORE_DTYPES:
-        raise ValueError(f"{name} should be float16, bfloat16 or float32 for the Triton kernels, got {x.dtype}")
-
-
 def softmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Softmax over channel dim ``dim``, computed in float32, returned in ``x``'s dtype.
 
@@ -202,13 +152,13 @@ def softmax(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         A new tensor shaped like ``x``.
     """
     dim = _channel_dim(x, dim)
-    _check_scores(x)
+    check_scores(x)
     x = x.contiguous()
     out = torch.empty_like(x)
     p, c, s = _pcs(x, dim)
     if out.numel() == 0:
         return out
-    block_c, block_s = _blocks(c)
+    block_c, block_s = blocks(c)
     _softmax_kernel[(triton.cdiv(s, block_s), p)](x, out, c, s, BLOCK_C=block_c, BLOCK_S=block_s)
     return out
 
@@ -236,7 +186,7 @@ def argmax(
         ValueError: ``x`` has no channels, or an unsupported dtype.
     """
     dim = _channel_dim(x, dim)
-    _check_scores(x)
+    check_scores(x)
     p, c, s = _pcs(x, dim)
     if c == 0:
         raise ValueError(f"argmax over an empty channel dim {dim} of shape {tuple(x.shape)}")
@@ -246,7 +196,7 @@ def argmax(
         shape[dim] = 1
     out = torch.empty(shape, dtype=dtype, device=x.device)
     if out.numel() > 0:
-        block_c, block_s = _blocks(c)
+        block_c, block_s = blocks(c)
         grid = (triton.cdiv(s, block_s), p)
         _argmax_kernel[grid](x, out, c, s, ONE_HOT=one_hot, BLOCK_C=block_c, BLOCK_S=block_s)
     return out if one_hot or keepdim else out.squeeze(dim)
@@ -280,7 +230,7 @@ def one_hot(labels: torch.Tensor, num_classes: int, dim: int = 1, dtype: torch.d
     out = torch.empty(shape, dtype=dtype, device=labels.device)
     p, _, s = _pcs(labels, dim)
     if out.numel() > 0:
-        block_c, block_s = _blocks(num_classes)
+        block_c, block_s = blocks(num_classes)
         _one_hot_kernel[(triton.cdiv(s, block_s), p)](labels, out, num_classes, s, BLOCK_C=block_c, BLOCK_S=block_s)
     return out
 
@@ -302,7 +252,7 @@ def threshold(
     Returns:
         A tensor shaped like ``x`` holding 0 and 1.
     """
-    _check_scores(x)
+    check_scores(x)
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=dtype, device=x.device)
     n = x.numel()

@@ -38,7 +38,7 @@ except ModuleNotFoundError as error:  # without triton: one error naming the ext
         raise
     raise TRITON.error("hotloop.kernels.stats (Triton kernels)") from error
 
-from hotloop.kernels.postprocess import _channel_argmax, _round_to
+from hotloop.kernels._common import blocks, channel_argmax, check_scores, round_to
 
 __all__ = [
     "class_counts",
@@ -49,9 +49,6 @@ __all__ = [
     "multilabel_counts_reference",
 ]
 
-_SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_MAX_BLOCK_C = 16
-_TILE = 4096
 _BLOCK_S_MULTILABEL = 1024
 # Up to 32 × 32 bins a block histogram beats per-voxel atomics on uniform regions; unmeasured (no GPU here).
 _MAX_HISTOGRAM_BINS = 1024
@@ -92,7 +89,7 @@ def _predicted_class(
         return _as_class(v, C)
     else:
         base = b.to(tl.int64) * C * S
-        return _channel_argmax(x_ptr, base, offs_s, mask_s, C, S, BLOCK_C, BLOCK_S).to(tl.int64)
+        return channel_argmax(x_ptr, base, offs_s, mask_s, C, S, BLOCK_C, BLOCK_S).to(tl.int64)
 
 
 @triton.jit
@@ -222,7 +219,7 @@ def _multilabel_counts_kernel(
         x = tl.load(x_ptr + (b * C + c) * S + offs_s, mask=keep, other=0)
         if SIGMOID:
             # As MONAI's chain: the sigmoid in float32, rounded to x's dtype, then compared (AsDiscrete: >=).
-            pred = _round_to(tl.sigmoid(x.to(tl.float32)), x_ptr.dtype.element_ty) >= threshold
+            pred = round_to(tl.sigmoid(x.to(tl.float32)), x_ptr.dtype.element_ty) >= threshold
         else:
             pred = x != 0
         if Y_INDEX:
@@ -240,11 +237,6 @@ def _multilabel_counts_kernel(
 # ---------------------------------------------------------------------------------------------------------------------
 # launchers
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _blocks(channels: int) -> tuple[int, int]:
-    block_c = min(triton.next_power_of_2(max(channels, 1)), _MAX_BLOCK_C)
-    return block_c, _TILE // block_c
 
 
 def _check_block(t: torch.Tensor, name: str, batch: int, channels: tuple[int, ...], volume: int) -> None:
@@ -265,8 +257,8 @@ def _prepare(
     batch, volume = x.shape[0], x.shape[2]
     _check_block(x, "x", batch, (1,) if x_index else (num_classes,), volume)
     _check_block(y, "y", batch, (1,) if y_index else (num_classes,), volume)
-    if not x_index and x.dtype not in _SCORE_DTYPES:
-        raise ValueError(f"scores should be float16, bfloat16 or float32 for the Triton kernels, got {x.dtype}")
+    if not x_index:
+        check_scores(x, "scores")
     if x.device != y.device:
         raise ValueError(f"x and y should be on one device, got {x.device} and {y.device}")
     x, y = (t.view(torch.uint8) if t.dtype == torch.bool else t for t in (x, y))
@@ -305,7 +297,7 @@ def class_counts(
     out = torch.zeros(batch, 3, num_classes, dtype=torch.int64, device=x.device)
     if batch * volume == 0:
         return out
-    block_c, block_s = _blocks(num_classes)
+    block_c, block_s = blocks(num_classes)
     _class_counts_kernel[(triton.cdiv(volume, block_s), batch)](
         x,
         y,
@@ -352,7 +344,7 @@ def confusion(
     if batch * volume == 0:
         return out
     num_bins = triton.next_power_of_2(side * side)
-    block_c, block_s = _blocks(num_classes)
+    block_c, block_s = blocks(num_classes)
     _confusion_kernel[(triton.cdiv(volume, block_s), batch)](
         x,
         y,
@@ -401,8 +393,8 @@ def multilabel_counts(
         raise ValueError(f"x should be [B, C, S], got {tuple(x.shape)}")
     batch, channels, volume = x.shape
     _check_block(y, "y", batch, (1,) if y_index else (channels,), volume)
-    if sigmoid and x.dtype not in _SCORE_DTYPES:
-        raise ValueError(f"logits should be float16, bfloat16 or float32 for the Triton kernels, got {x.dtype}")
+    if sigmoid:
+        check_scores(x, "logits")
     if ignore_index is not None and not y_index:
         raise ValueError("ignore_index with multi-hot labels is not handled by the kernel")
     x, y = (t.view(torch.uint8) if t.dtype == torch.bool else t for t in (x, y))
