@@ -331,7 +331,6 @@ def test_compile_failure_restores_state_and_falls_back(monkeypatch, caplog):
         return half_step_then_fail
 
     monkeypatch.setattr(compiled_mod.torch, "compile", broken_compile)
-    monkeypatch.setattr("hotloop.step.steps.torch.compile", broken_compile)
     torch._dynamo.reset()
     a = _train(ie)
     with caplog.at_level(logging.WARNING, logger="hotloop.step.compiled"):
@@ -407,8 +406,8 @@ def test_prefetch_wraps_every_data_iterator_the_engine_makes(monkeypatch):
         def __next__(self):
             return next(self.it)
 
-    monkeypatch.setattr("hotloop.supervised.prefetch_enabled", lambda option, device: option)
-    monkeypatch.setattr("hotloop.step.prefetch.DevicePrefetcher", Recorder)
+    monkeypatch.setattr("hotloop.step.options.prefetch_enabled", lambda option, device: option)
+    monkeypatch.setattr("hotloop.step.options.DevicePrefetcher", Recorder)
     a = _train(ie, epochs=2)
     b = _train(hotloop, epochs=2, trainer_kwargs={"prefetch": True})
     assert a[0] == b[0]

@@ -1,19 +1,15 @@
 """Ignite-parity factories: ``create_supervised_trainer`` / ``create_supervised_evaluator`` and their steps.
 
 With their Ignite arguments alone they build exactly Ignite 0.5.5's steps (same code path, same results) on a
-:class:`hotloop.Engine`. Keyword-only options that Ignite does not have turn on hotloop's hot path:
-
-- ``compile``: ``False`` (default) | ``True`` | ``"auto"`` | dict of ``torch.compile`` kwargs;
-- ``cuda_graphs``: ``False`` (default) | ``True`` | ``"auto"`` — whole-step CUDA-graph capture;
-- ``no_sync``: ``True`` makes the default ``output_transform`` return the loss as a detached device tensor instead
-  of ``loss.item()``, so an iteration makes no host sync;
-- ``prefetch``: ``True`` copies the next batch to the GPU on a side stream while the current step runs.
+:class:`hotloop.Engine`. Keyword-only options that Ignite does not have turn on hotloop's hot path: ``compile``,
+``cuda_graphs``, ``no_sync``, ``prefetch``, ``max_compiled_shapes`` and (trainer) ``on_nonfinite``, the
+:class:`hotloop.step.StepOptions` that every API of hotloop takes (``docs/hot-path.md``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
 from ignite import engine as _ignite_engine
@@ -22,8 +18,7 @@ from ignite.metrics import Metric
 
 from hotloop.engine import DeterministicEngine, Engine
 from hotloop.reliability.nonfinite import NonFiniteGuard
-from hotloop.step import build_eval_step, build_train_step, prefetch_enabled
-from hotloop.step.compiled import resolve_compile
+from hotloop.step import StepOptions, build_eval_step, build_train_step
 
 if TYPE_CHECKING:
     from torch.amp import GradScaler
@@ -69,6 +64,8 @@ def supervised_training_step(
     output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = _loss_item,
     gradient_accumulation_steps: int = 1,
     model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    *,
+    options: StepOptions | None = None,
 ) -> Callable:
     """Factory function for supervised training (Ignite's ``supervised_training_step``).
 
@@ -85,6 +82,7 @@ def supervised_training_step(
             engine's state.output after each iteration. Default is returning `loss.item()`.
         gradient_accumulation_steps: Number of steps the gradients should be accumulated across.
         model_fn: the model function that receives `model` and `x`, and returns `y_pred`.
+        options: hotloop only: the step options (:class:`hotloop.step.StepOptions`); None: Ignite's step.
 
     Returns:
         Callable: update function.
@@ -108,6 +106,7 @@ def supervised_training_step(
         output_transform=output_transform,
         gradient_accumulation_steps=gradient_accumulation_steps,
         model_fn=model_fn,
+        options=options,
     )
 
 
@@ -123,6 +122,8 @@ def supervised_training_step_amp(
     scaler: GradScaler | None = None,
     gradient_accumulation_steps: int = 1,
     model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    *,
+    options: StepOptions | None = None,
 ) -> Callable:
     """Factory function for supervised training using ``torch.amp`` (Ignite's ``supervised_training_step_amp``).
 
@@ -138,6 +139,7 @@ def supervised_training_step_amp(
         scaler: GradScaler instance for gradient scaling.
         gradient_accumulation_steps: Number of steps the gradients should be accumulated across.
         model_fn: the model function that receives `model` and `x`, and returns `y_pred`.
+        options: hotloop only: the step options (:class:`hotloop.step.StepOptions`); None: Ignite's step.
 
     Returns:
         Callable: update function
@@ -155,6 +157,7 @@ def supervised_training_step_amp(
         model_fn=model_fn,
         amp=True,
         scaler=scaler,
+        options=options,
     )
 
 
@@ -166,6 +169,8 @@ def supervised_evaluation_step(
     model_transform: Callable[[Any], Any] = _identity,
     output_transform: Callable[[Any, Any, Any], Any] = _pred_and_target,
     model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    *,
+    options: StepOptions | None = None,
 ) -> Callable:
     """Factory function for supervised evaluation (Ignite's ``supervised_evaluation_step``).
 
@@ -178,6 +183,7 @@ def supervised_evaluation_step(
         output_transform: function that receives 'x', 'y', 'y_pred' and returns value to be assigned to engine's
             state.output after each iteration. Default is returning `(y_pred, y,)`.
         model_fn: the model function that receives `model` and `x`, and returns `y_pred`.
+        options: hotloop only: the step options (:class:`hotloop.step.StepOptions`); None: Ignite's step.
 
     Returns:
         Inference function.
@@ -190,6 +196,7 @@ def supervised_evaluation_step(
         model_transform=model_transform,
         output_transform=output_transform,
         model_fn=model_fn,
+        options=options,
     )
 
 
@@ -201,6 +208,8 @@ def supervised_evaluation_step_amp(
     model_transform: Callable[[Any], Any] = _identity,
     output_transform: Callable[[Any, Any, Any], Any] = _pred_and_target,
     model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    *,
+    options: StepOptions | None = None,
 ) -> Callable:
     """Factory function for supervised evaluation using ``torch.amp`` (Ignite's ``supervised_evaluation_step_amp``).
 
@@ -212,6 +221,7 @@ def supervised_evaluation_step_amp(
         model_transform: function that converts the model output into the form expected by the metrics.
         output_transform: function that receives 'x', 'y', 'y_pred' and returns the engine's output.
         model_fn: the model function that receives `model` and `x`, and returns `y_pred`.
+        options: hotloop only: the step options (:class:`hotloop.step.StepOptions`); None: Ignite's step.
 
     Returns:
         Inference function.
@@ -225,6 +235,7 @@ def supervised_evaluation_step_amp(
         output_transform=output_transform,
         model_fn=model_fn,
         amp=True,
+        options=options,
     )
 
 
@@ -233,25 +244,6 @@ def _device_kind(device: str | torch.device | None) -> tuple[bool, bool]:
     on_tpu = "xla" in device_type if device_type is not None else False
     on_mps = "mps" in device_type if device_type is not None else False
     return on_tpu, on_mps
-
-
-def _check_options(compile: Any, cuda_graphs: Any, no_sync: Any, prefetch: Any, max_compiled_shapes: Any) -> None:
-    if not isinstance(no_sync, bool):
-        raise TypeError(f"no_sync should be True or False, got {no_sync!r}")
-    if not isinstance(prefetch, bool):
-        raise TypeError(f"prefetch should be True or False, got {prefetch!r}")
-    if cuda_graphs not in (False, True, "auto"):
-        raise ValueError(f"cuda_graphs should be False, True or 'auto', got {cuda_graphs!r}")
-    resolve_compile(compile, None) if compile != "auto" else None  # validates the value
-    if not isinstance(max_compiled_shapes, int) or isinstance(max_compiled_shapes, bool) or max_compiled_shapes < 1:
-        raise ValueError(f"max_compiled_shapes should be a positive integer, got {max_compiled_shapes!r}")
-
-
-def _attach_prefetch(engine: Engine, prefetch: bool, device: str | torch.device | None, non_blocking: bool) -> None:
-    if prefetch_enabled(prefetch, device):
-        from hotloop.step.prefetch import DevicePrefetcher
-
-        engine._hl_data_wrapper = lambda it: DevicePrefetcher(it, cast(torch.device, device))
 
 
 def create_supervised_trainer(
@@ -334,75 +326,46 @@ def create_supervised_trainer(
                                                 compile=True, cuda_graphs="auto", no_sync=True, prefetch=True)
             trainer.run(train_loader, max_epochs=10)
     """
-    _check_options(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
+    options = StepOptions(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes, on_nonfinite)
     on_tpu, on_mps = _device_kind(device)
     # Looked up at call time in ignite.engine, where Ignite's tests (and users) patch it.
     mode, _scaler = _ignite_engine._check_arg(on_tpu, on_mps, amp_mode, scaler)
     if no_sync and output_transform is _loss_item:
         output_transform = _loss_detached
-    guard = _nonfinite_guard(on_nonfinite, mode)
-    hot = compile is not False or cuda_graphs is not False or guard is not None
-    if hot and mode in (None, "amp"):
-        _update = build_train_step(
-            model,
-            optimizer,
-            loss_fn,
-            device=device,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch,
-            model_transform=model_transform,
-            output_transform=output_transform,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            model_fn=model_fn,
-            amp=mode == "amp",
-            scaler=_scaler,
-            compile=compile,
-            cuda_graphs=cuda_graphs,
-            max_compiled_shapes=max_compiled_shapes,
-            nonfinite=guard,
-        )
-    elif mode == "amp":
-        _update = supervised_training_step_amp(
-            model, optimizer, loss_fn, device, non_blocking, prepare_batch, model_transform, output_transform,
-            _scaler, gradient_accumulation_steps, model_fn,
-        )  # fmt: skip
-    elif mode in ("apex", "tpu"):
-        make = (
-            _ignite_engine.supervised_training_step_apex
-            if mode == "apex"
-            else _ignite_engine.supervised_training_step_tpu
-        )
-        _update = make(
-            model, optimizer, loss_fn, device, non_blocking, prepare_batch, model_transform, output_transform,
-            gradient_accumulation_steps, model_fn,
-        )  # fmt: skip
+    if mode in ("apex", "tpu"):
+        _check_ignite_only(options, mode)
+        make: Callable[..., Callable] = getattr(_ignite_engine, f"supervised_training_step_{mode}")
+        extra: dict[str, Any] = {}
     else:
-        _update = supervised_training_step(
-            model, optimizer, loss_fn, device, non_blocking, prepare_batch, model_transform, output_transform,
-            gradient_accumulation_steps, model_fn,
-        )  # fmt: skip
-
+        # Looked up at call time (Ignite's tests patch them); both build the step with the one builder.
+        make = supervised_training_step_amp if mode == "amp" else supervised_training_step
+        extra = {"scaler": _scaler, **_hotloop_only(options)} if mode == "amp" else _hotloop_only(options)
+    _update = make(
+        model, optimizer, loss_fn, device, non_blocking, prepare_batch, model_transform, output_transform,
+        gradient_accumulation_steps=gradient_accumulation_steps, model_fn=model_fn, **extra,
+    )  # fmt: skip
     trainer = Engine(_update) if not deterministic else DeterministicEngine(_update)
     if _scaler and scaler and isinstance(scaler, bool):
         trainer.state.scaler = _scaler  # type: ignore[attr-defined]
-    _attach_prefetch(trainer, prefetch, device, non_blocking)
-    if guard is not None:
-        guard.attach(trainer)
+    options.attach(trainer, device)
     return trainer
 
 
-def _nonfinite_guard(on_nonfinite: Any, mode: str | None) -> NonFiniteGuard | None:
-    if on_nonfinite is None:
-        return None
-    if mode not in (None, "amp"):
+def _hotloop_only(options: StepOptions) -> dict[str, Any]:
+    """``{"options": options}`` when a hotloop option is set, else nothing: Ignite's step functions are then called
+    with Ignite's arguments alone (a step patched in with Ignite's signature keeps working)."""
+    return {} if options.default else {"options": options}
+
+
+def _check_ignite_only(options: StepOptions, mode: str) -> None:
+    """``amp_mode="apex"`` and TPU devices run Ignite's own steps: hotloop's step options do not apply to them."""
+    if options.on_nonfinite is not None:
         raise ValueError(f"on_nonfinite is not available with amp_mode={mode!r}; use amp_mode='amp' or None")
-    if isinstance(on_nonfinite, NonFiniteGuard):
-        return on_nonfinite
-    if isinstance(on_nonfinite, str):
-        return NonFiniteGuard(on_nonfinite)
-    raise TypeError(
-        f"on_nonfinite should be None, 'terminate', 'skip', 'raise' or a NonFiniteGuard, got {on_nonfinite!r}"
-    )
+    if options.compile is not False or options.cuda_graphs is not False:
+        raise ValueError(
+            f"compile and cuda_graphs are not available with {mode!r} (Ignite's own {mode} step runs); "
+            "use amp_mode='amp' or None"
+        )
 
 
 def create_supervised_evaluator(
@@ -446,37 +409,17 @@ def create_supervised_evaluator(
     Returns:
         an evaluator engine with supervised inference function.
     """
-    _check_options(compile, cuda_graphs, False, prefetch, max_compiled_shapes)
+    options = StepOptions(compile, cuda_graphs, False, prefetch, max_compiled_shapes)
     on_tpu, on_mps = _device_kind(device)
     mode, _ = _ignite_engine._check_arg(on_tpu, on_mps, amp_mode, None)
     metrics = metrics or {}
-    hot = compile is not False or cuda_graphs is not False
-    if hot:
-        evaluate_step = build_eval_step(
-            model,
-            device=device,
-            non_blocking=non_blocking,
-            prepare_batch=prepare_batch,
-            model_transform=model_transform,
-            output_transform=output_transform,
-            model_fn=model_fn,
-            amp=mode == "amp",
-            compile=compile,
-            cuda_graphs=cuda_graphs,
-            max_compiled_shapes=max_compiled_shapes,
-        )
-    elif mode == "amp":
-        evaluate_step = supervised_evaluation_step_amp(
-            model, device, non_blocking=non_blocking, prepare_batch=prepare_batch,
-            model_transform=model_transform, output_transform=output_transform, model_fn=model_fn,
-        )  # fmt: skip
-    else:
-        evaluate_step = supervised_evaluation_step(
-            model, device, non_blocking=non_blocking, prepare_batch=prepare_batch,
-            model_transform=model_transform, output_transform=output_transform, model_fn=model_fn,
-        )  # fmt: skip
+    make = supervised_evaluation_step_amp if mode == "amp" else supervised_evaluation_step
+    evaluate_step = make(
+        model, device, non_blocking=non_blocking, prepare_batch=prepare_batch, model_transform=model_transform,
+        output_transform=output_transform, model_fn=model_fn, **_hotloop_only(options),
+    )  # fmt: skip
     evaluator = Engine(evaluate_step)
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
-    _attach_prefetch(evaluator, prefetch, device, non_blocking)
+    options.attach(evaluator, device)
     return evaluator

@@ -544,7 +544,7 @@ def test_ddp_models_warm_up_eleven_iterations_before_capture(
     import torch.distributed as dist
     from ignite.engine import _prepare_batch
 
-    from hotloop.step.steps import build_train_step
+    from hotloop.step import StepOptions, build_train_step
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
@@ -565,7 +565,7 @@ def test_ddp_models_warm_up_eleven_iterations_before_capture(
             output_transform=lambda x, y, y_pred, loss: loss.detach(),
             gradient_accumulation_steps=1,
             model_fn=lambda m, x: m(x),
-            cuda_graphs=True,
+            options=StepOptions(cuda_graphs=True),
         )
         engine = type("E", (), {})()
         engine.state = type("S", (), {})()

@@ -45,8 +45,8 @@ from typing import Any
 import torch
 
 from hotloop.engine import Engine, Events
-from hotloop.step import build_eval_step, build_train_step
-from hotloop.supervised import _attach_prefetch, _call_model, _check_options, _identity, _loss_detached, _loss_item
+from hotloop.step import StepOptions, build_eval_step, build_train_step
+from hotloop.supervised import _call_model, _identity, _loss_detached, _loss_item
 
 try:
     import numpy as np
@@ -1030,7 +1030,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         **kwargs: Any,
     ) -> None:
         super().__init__(fold, callbacks)
-        _check_options(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
+        self._options = StepOptions(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
         if not isinstance(hotloop_step, bool):
             raise TypeError(f"hotloop_step should be True or False, got {hotloop_step!r}")
         self.save_path = _check_save_path(save_path)
@@ -1041,14 +1041,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self.save_freq = _check_int("save_freq", save_freq, 1)
         self.start_epoch = _check_int("start_epoch", start_epoch, 1)
         self.stop_training = False
-        self._hot: dict[str, Any] = {
-            "compile": compile,
-            "cuda_graphs": cuda_graphs,
-            "no_sync": no_sync,
-            "prefetch": prefetch,
-            "max_compiled_shapes": max_compiled_shapes,
-            "hotloop_step": hotloop_step,
-        }
+        self._hotloop_step = hotloop_step
         self._run: _TrainRun | None = None
         self._make_save_path()  # delira makes it before _setup, which looks in it for a state to resume from
         self._setup(
@@ -1170,8 +1163,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             prepare if callable(prepare) else None, self.input_device, self.output_device, self.use_gpu
         )
         closure = getattr(network, "closure", None)
-        self._closure = closure if callable(closure) and not self._hot["hotloop_step"] else None
-        if self._closure is not None and (self._hot["compile"] is not False or self._hot["cuda_graphs"] is not False):
+        self._closure = closure if callable(closure) and not self._hotloop_step else None
+        if self._closure is not None and (self._options.compile is not False or self._options.cuda_graphs is not False):
             raise ValueError(
                 "compile and cuda_graphs apply to hotloop's step, and this network's closure runs each step as in "
                 "delira; pass hotloop_step=True to train with hotloop's step (network(batch['data']), the summed "
@@ -1193,29 +1186,26 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self.eval_engine = Engine(eval_step)
         self.eval_engine.add_event_handler(Events.ITERATION_COMPLETED, self._collector)
         for engine in (self.engine, self.eval_engine):
-            _attach_prefetch(engine, self._hot["prefetch"], self.input_device, self.use_gpu)
+            self._options.attach(engine, self.input_device)
 
     def _closure_steps(self) -> tuple[Callable, Callable]:
         return _ClosureTrainStep(self), _ClosureEvalStep(self)
 
     def _hotloop_steps(self) -> tuple[Callable, Callable]:
-        hot = self._hot
         common: dict[str, Any] = {
             "device": self.input_device,
             "non_blocking": self.use_gpu,
             "model_transform": _identity,
             "model_fn": _call_model,
             "amp": self.mixed_precision,
-            "compile": hot["compile"],
-            "cuda_graphs": hot["cuda_graphs"],
-            "max_compiled_shapes": hot["max_compiled_shapes"],
+            "options": self._options,
         }
         train_step = build_train_step(
             self.module,
             self._step_optimizer(),
             _SummedCriterions(self.criterions),
             prepare_batch=_StepBatch(self._prepare),
-            output_transform=_loss_detached if hot["no_sync"] else _loss_item,
+            output_transform=_loss_detached if self._options.no_sync else _loss_item,
             gradient_accumulation_steps=1,
             scaler=self.scaler,
             **common,

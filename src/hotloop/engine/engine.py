@@ -190,6 +190,11 @@ class Engine(_IgniteEngine):
         handlers = self._event_handlers.get(event_name)
         return bool(handlers)
 
+    def _every_event_fired(self) -> bool:
+        """Whether this run fires every event through an overridden ``_fire_event`` / ``fire_event`` (Ignite's loop):
+        then no event may be skipped, even one without handlers."""
+        return self._hl_faithful
+
     def _fire_if_handled(self, event_name: Any) -> None:
         """``fire_event(event_name)`` when it has handlers (:meth:`_has_handlers`): the rule the loop follows for
         its own events, for events fired from inside an iteration (a workflow's ``IterationEvents``)."""

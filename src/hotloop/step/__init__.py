@@ -1,17 +1,40 @@
-"""The step layer: supervised train/eval steps run eagerly, compiled or CUDA-graphed, and the device prefetcher.
+"""The step layer: the one step builder every API uses, and what it builds with.
 
-It knows nothing of events: a step is a ``process_function(engine, batch)``.
+- :mod:`~hotloop.step.builder`: an API describes its step (:class:`Iteration`) and gets a :class:`TrainStep` or
+  :class:`EvalStep`: the candidate builds (eager, compiled, CUDA-graphed), the one selector, the host logic;
+- :class:`StepOptions`: ``compile``, ``cuda_graphs``, ``no_sync``, ``prefetch``, ``max_compiled_shapes``,
+  ``on_nonfinite``, checked and applied in one place;
+- :mod:`~hotloop.step.steps`: Ignite's supervised steps on the builder;
+- :class:`CompiledStep` / :class:`CompiledModel`, :class:`GraphedStep`, :class:`Autocast`, :class:`DevicePrefetcher`,
+  and the tree walkers of :mod:`~hotloop.step.tree`.
+
+It knows nothing of events beyond asking the engine whether one has handlers: a step is a ``process_function(engine,
+batch)`` or pieces of one.
 """
 
-from hotloop.step.compiled import CompiledStep, resolve_compile
+from hotloop.step.amp import Autocast
+from hotloop.step.builder import EvalStep, Iteration, TrainStep
+from hotloop.step.compiled import CompiledModel, CompiledStep, resolve_compile
+from hotloop.step.graphed import CudaGraphWarning, GraphedStep, cuda_graphs_supported, resolve_cuda_graphs
+from hotloop.step.options import StepOptions
 from hotloop.step.prefetch import DevicePrefetcher, prefetch_enabled
 from hotloop.step.steps import build_eval_step, build_train_step
 
 __all__ = [
+    "Autocast",
+    "CompiledModel",
     "CompiledStep",
+    "CudaGraphWarning",
     "DevicePrefetcher",
+    "EvalStep",
+    "GraphedStep",
+    "Iteration",
+    "StepOptions",
+    "TrainStep",
     "build_eval_step",
     "build_train_step",
+    "cuda_graphs_supported",
     "prefetch_enabled",
     "resolve_compile",
+    "resolve_cuda_graphs",
 ]

@@ -12,7 +12,7 @@ import torch
 
 from hotloop.step.tree import tree_key
 
-__all__ = ["CompiledStep", "resolve_compile"]
+__all__ = ["CompiledModel", "CompiledStep", "resolve_compile"]
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def resolve_compile(option: Any, device: str | torch.device | None) -> dict[str,
 
     Args:
         option: ``False`` (eager), ``True`` (compile), ``"auto"`` (compile on CUDA, eager elsewhere: on a CPU
-            inductor's code for a small training step is slower than eager, see ``docs/compile.md``), or a dict of
+            inductor's code for a small training step is slower than eager, see ``docs/hot-path.md``), or a dict of
             ``torch.compile`` keyword arguments (compile with them).
         device: the step's device.
 
@@ -155,3 +155,39 @@ class CompiledStep:
             return self._compiled(*args)
         self._verified = True
         return out
+
+
+class CompiledModel:
+    """A model whose forward runs through :class:`CompiledStep`: one compiled graph per input shape, up to a limit.
+
+    What a step calls in place of the model when only the model is compiled (MONAI's ``compile``, and the fallback
+    of a whole step that does not compile). Calls with keyword arguments run eagerly; if compiling fails the model
+    runs eagerly. Attributes are the model's (``compiled.weight`` is ``model.weight``), as with ``torch.compile``.
+
+    Args:
+        model: the module.
+        compile_kwargs: ``torch.compile`` keyword arguments.
+        max_shapes: how many input shapes get compiled code.
+    """
+
+    def __init__(self, model: torch.nn.Module, compile_kwargs: dict[str, Any], max_shapes: int = 4) -> None:
+        self.model = model
+        self.step = CompiledStep(
+            model.__call__,
+            compile_kwargs,
+            fallback=model.__call__,
+            state=(model,),
+            max_shapes=max_shapes,
+            name="model forward",
+        )
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run the model on ``inputs``."""
+        if kwargs:
+            return self.model(inputs, *args, **kwargs)
+        return self.step(inputs, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("model", "step"):  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)

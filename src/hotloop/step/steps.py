@@ -1,53 +1,22 @@
-"""Step builders: the supervised train/eval step split into host logic and a device ``compute`` body that can be
-run eagerly, through ``torch.compile``, or replayed from a CUDA graph."""
+"""Ignite's supervised steps on the step builder: ``build_train_step`` and ``build_eval_step`` are the process
+functions of ``create_supervised_trainer`` / ``create_supervised_evaluator`` (and of delira's ``hotloop_step``).
+
+With default :class:`~hotloop.step.StepOptions` they are Ignite 0.5.5's steps, statement for statement; the options
+act on the device body through the builder (:mod:`hotloop.step.builder`)."""
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
-from functools import partial
 from typing import Any
 
 import torch
 from ignite.engine import _prepare_batch as _ignite_prepare_batch
-from torch.nn.parallel import DistributedDataParallel
 
-from hotloop.step.compiled import CompiledStep, resolve_compile
+from hotloop.step.amp import Autocast
+from hotloop.step.builder import EvalStep, Iteration, TrainStep
+from hotloop.step.options import StepOptions
 
 __all__ = ["build_eval_step", "build_train_step"]
-
-_logger = logging.getLogger(__name__)
-
-# Eager iterations per input shape before a CUDA-graph capture. DDP needs at least 11 (PyTorch CUDA notes, "Usage
-# with DistributedDataParallel": its reducer rebuilds buckets and registers hooks during the first iterations).
-_GRAPH_WARMUP_ITERS = 3
-_DDP_GRAPH_WARMUP_ITERS = 11
-
-
-def _graph_warmup_iters(model: torch.nn.Module) -> int:
-    return _DDP_GRAPH_WARMUP_ITERS if isinstance(model, DistributedDataParallel) else _GRAPH_WARMUP_ITERS
-
-
-def _load_autocast(amp: bool) -> Any:
-    """``torch.amp.autocast`` for an amp step, imported when the step is built (as Ignite's amp steps do, so a missing
-    ``torch.amp`` fails at creation with Ignite's error); ``None`` without amp."""
-    if not amp:
-        return None
-    try:
-        from torch.amp import autocast
-    except ImportError as error:
-        raise ImportError("Please install torch>=1.12.0 to use amp_mode='amp'.") from error
-    return autocast
-
-
-def _autocast(autocast: Any, cache_enabled: bool = True) -> Any:
-    if autocast is None:
-        return nullcontext()
-    # Inside a CUDA graph capture the autocast weight-cast cache must be off (PyTorch CUDA-graph notes): a cached
-    # cast made during capture would be freed memory at replay.
-    return autocast("cuda", enabled=True, cache_enabled=cache_enabled)
 
 
 def _checked_prepare_batch(batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, Any]:
@@ -74,16 +43,17 @@ def _check_prepare_batch(prepare_batch: Callable) -> Callable:
     return _checked_prepare_batch if prepare_batch is _ignite_prepare_batch else prepare_batch
 
 
-def _graphs_module() -> Any:
-    from hotloop.step import graphed
+class _ModelCall:
+    """``model_transform(model_fn(model, x))``: how Ignite's steps call the model."""
 
-    return graphed
+    __slots__ = ("model_fn", "model_transform")
 
+    def __init__(self, model_fn: Callable[[Any, Any], Any], model_transform: Callable[[Any], Any]) -> None:
+        self.model_fn = model_fn
+        self.model_transform = model_transform
 
-def _resolve_graphs(option: Any, device: Any) -> bool:
-    if option is False:
-        return False
-    return bool(_graphs_module().resolve_cuda_graphs(option, device))
+    def __call__(self, model: Any, x: Any) -> Any:
+        return self.model_transform(self.model_fn(model, x))
 
 
 def build_train_step(
@@ -100,22 +70,23 @@ def build_train_step(
     model_fn: Callable[[torch.nn.Module, Any], Any],
     amp: bool = False,
     scaler: Any = None,
-    compile: Any = False,
-    cuda_graphs: Any = False,
-    max_compiled_shapes: int = 4,
-    nonfinite: Any = None,
+    options: StepOptions | None = None,
 ) -> Callable[[Any, Any], Any]:
-    """A training step with Ignite's semantics whose device work may be compiled or CUDA-graphed.
+    """A training step with Ignite's semantics, on the step builder.
 
     Host logic (zeroing gradients every ``gradient_accumulation_steps`` iterations, ``model.train()``,
-    ``prepare_batch``, ``output_transform``) stays in Python; ``compute`` — forward, ``model_transform``, loss,
-    division by the accumulation steps, backward and, on the iterations where Ignite steps, the optimizer (or the
-    scaler's step and update) — is what ``compile`` and ``cuda_graphs`` act on.
+    ``prepare_batch``, the optimizer step of an accumulation window, ``output_transform``) stays in Python; forward,
+    ``model_transform``, loss, backward (of the loss divided by the accumulation steps, through the scaler) and, when
+    it runs every iteration, the optimizer step are the body that ``options`` may compile or capture.
 
     Returns:
         ``update(engine, batch)``, the process function of a trainer.
+
+    Raises:
+        ImportError: ``amp`` and ``torch.amp`` cannot be imported (Ignite's message).
+        ValueError: ``gradient_accumulation_steps`` is not positive (Ignite's message).
     """
-    autocast = _load_autocast(amp)  # before the accumulation check, in Ignite's order
+    autocast = Autocast.ignite(amp)  # before the accumulation check, in Ignite's order
     prepare_batch = _check_prepare_batch(prepare_batch)
     gas = gradient_accumulation_steps
     if gas <= 0:
@@ -123,108 +94,29 @@ def build_train_step(
             "Gradient_accumulation_steps must be strictly positive. "
             "No gradient accumulation if the value set to one (default)."
         )
-
-    def forward_backward(x: Any, y: Any, m: Any = model, cache_enabled: bool = True) -> tuple[Any, torch.Tensor]:
-        with _autocast(autocast, cache_enabled):
-            output = model_fn(m, x)
-            y_pred = model_transform(output)
-            loss = loss_fn(y_pred, y)
-            if gas > 1:
-                loss = loss / gas
-        if scaler:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        return y_pred, loss
-
-    def optimizer_step() -> None:
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-
-    def compute_and_step(x: Any, y: Any, m: Any = model, cache_enabled: bool = True) -> tuple[Any, torch.Tensor]:
-        y_pred, loss = forward_backward(x, y, m, cache_enabled)
-        optimizer_step()
-        return y_pred, loss
-
-    # The optimizer step belongs to the compiled/captured body only when it runs every iteration and needs no
-    # host-side logic (GradScaler's inf check syncs and must stay outside a CUDA graph, per PyTorch's notes).
-    whole = gas == 1 and not scaler
-    body: Callable[..., tuple[Any, torch.Tensor]] = compute_and_step if whole else forward_backward
-    eager_body = body
-
-    graphed = _resolve_graphs(cuda_graphs, device)
-    if graphed and not whole:
-        # A graph replays the optimizer step too; with accumulation or a GradScaler the step is host logic.
-        warnings.warn(
-            "hotloop: cuda_graphs is ignored with gradient_accumulation_steps > 1 or a GradScaler "
-            "(the optimizer step cannot be part of the graph); running eagerly",
-            stacklevel=3,
-        )
-        graphed = False
-    if graphed:
-        # Gradients live in graph memory: the graph's backward overwrites them, so the update must not zero them
-        # between replays (zero_grad(set_to_none=True) would detach .grad from that memory). Eager warm-up and
-        # fallback steps zero them as Ignite's step does.
-        body = _graphs_module().GraphedStep(
-            partial(compute_and_step, cache_enabled=False),
-            pre_capture=lambda: optimizer.zero_grad(set_to_none=True),
-            eager_step=lambda x, y: (optimizer.zero_grad(), eager_body(x, y))[1],
-            warmup_iters=_graph_warmup_iters(model),
-            optimizer=optimizer,
-            device=device,
-            name="train step",
-        )
-    else:
-        compile_kwargs = resolve_compile(compile, device)
-        if compile_kwargs is not None:
-            body = CompiledStep(
-                body,
-                compile_kwargs,
-                fallback=eager_body,
-                # Used when the whole step does not compile: the same body around the compiled model.
-                fallback_fn=partial(body, m=torch.compile(model, **compile_kwargs)),
-                state=(model, optimizer),
-                max_shapes=max_compiled_shapes,
-                name="train step",
-            )
+    iteration = Iteration(
+        model,
+        _ModelCall(model_fn, model_transform),
+        loss=loss_fn,
+        optimizer=optimizer,
+        scaler=(lambda: scaler) if scaler else None,
+        accumulation=gas,
+        autocast=autocast,
+        name="train step",
+    )
+    step = TrainStep(iteration, options or StepOptions(), device)
 
     def update(engine: Any, batch: Any) -> Any:
-        if not graphed and (engine.state.iteration - 1) % gas == 0:
-            optimizer.zero_grad()
+        index = engine.state.iteration
+        zero = (index - 1) % gas == 0
+        step.begin(zero)
         model.train()
         x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
-        y_pred, loss = body(x, y)
-        if not whole and engine.state.iteration % gas == 0:
-            optimizer_step()
-        return output_transform(x, y, y_pred, loss * gas)
+        y_pred, loss = step.run(x, y)
+        step.finish(loss, index, zero, index % gas == 0)
+        return output_transform(x, y, y_pred, (loss / gas if gas > 1 else loss) * gas)
 
-    if nonfinite is None:
-        return update
-    nonfinite.bind(model, optimizer)
-
-    def guarded_update(engine: Any, batch: Any) -> Any:
-        iteration = engine.state.iteration
-        window_start = (iteration - 1) % gas == 0
-        steps = iteration % gas == 0
-        if not graphed and window_start:
-            optimizer.zero_grad()
-        if window_start and nonfinite.skips:
-            # Before the window's first forward pass, which updates BatchNorm statistics a skip must undo too.
-            nonfinite.snapshot()
-        model.train()
-        x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
-        y_pred, loss = body(x, y)
-        nonfinite.observe(loss, iteration, window_start)
-        if not whole and steps:
-            optimizer_step()
-        if steps and nonfinite.skips:
-            nonfinite.restore()
-        return output_transform(x, y, y_pred, loss * gas)
-
-    return guarded_update
+    return update
 
 
 def build_eval_step(
@@ -237,52 +129,26 @@ def build_eval_step(
     output_transform: Callable[[Any, Any, Any], Any],
     model_fn: Callable[[torch.nn.Module, Any], Any],
     amp: bool = False,
-    compile: Any = False,
-    cuda_graphs: Any = False,
-    max_compiled_shapes: int = 4,
+    options: StepOptions | None = None,
 ) -> Callable[[Any, Any], Any]:
-    """An evaluation step with Ignite's semantics whose forward may be compiled or CUDA-graphed.
+    """An evaluation step with Ignite's semantics, on the step builder: its forward is the body ``options`` act on.
 
     Returns:
         ``evaluate_step(engine, batch)``, the process function of an evaluator.
+
+    Raises:
+        ImportError: ``amp`` and ``torch.amp`` cannot be imported (Ignite's message).
     """
-    autocast = _load_autocast(amp)
+    autocast = Autocast.ignite(amp)
     prepare_batch = _check_prepare_batch(prepare_batch)
-
-    def forward(x: Any, cache_enabled: bool = True) -> Any:
-        with torch.no_grad(), _autocast(autocast, cache_enabled):
-            return model_transform(model_fn(model, x))
-
-    body: Callable[..., Any] = forward
-    if _resolve_graphs(cuda_graphs, device):
-        graphed = _graphs_module().GraphedStep(
-            lambda x, y: (forward(x, cache_enabled=False), None),
-            pre_capture=None,
-            eager_step=lambda x, y: (forward(x), None),
-            warmup_iters=_graph_warmup_iters(model),
-            optimizer=None,
-            device=device,
-            name="evaluation step",
-        )
-        body = lambda x: graphed(x, None)[0]  # noqa: E731 - the graphed step takes (x, y)
-
-    else:
-        compile_kwargs = resolve_compile(compile, device)
-        if compile_kwargs is not None:
-            body = CompiledStep(
-                forward,
-                compile_kwargs,
-                fallback=forward,
-                state=(model,),
-                max_shapes=max_compiled_shapes,
-                name="eval step",
-            )
+    iteration = Iteration(model, _ModelCall(model_fn, model_transform), autocast=autocast, name="evaluation step")
+    step = EvalStep(iteration, options or StepOptions(), device)
 
     def evaluate_step(engine: Any, batch: Any) -> Any:
         model.eval()
         with torch.no_grad():
             x, y = prepare_batch(batch, device=device, non_blocking=non_blocking)
-            y_pred = body(x)
+            y_pred = step(x)
             return output_transform(x, y, y_pred)
 
     return evaluate_step
