@@ -24,8 +24,9 @@ from torch import nn
 from hotloop import workflows as hl_workflows
 from hotloop.engine import Engine
 from hotloop.step import graphed
+from hotloop.step import options as step_options
 from hotloop.step.graphed import CudaGraphWarning
-from hotloop.workflows import IterationEvents, SupervisedEvaluator, SupervisedTrainer, workflow
+from hotloop.workflows import IterationEvents, SupervisedEvaluator, SupervisedTrainer
 
 
 def _load_fake_backend() -> type:
@@ -134,7 +135,7 @@ def _graphed_trainer(monkeypatch: pytest.MonkeyPatch, data: Any, **kwargs: Any) 
 # -- prefetch ------------------------------------------------------------------------------------------------------
 
 
-class _CountingPrefetcher(workflow.DevicePrefetcher):
+class _CountingPrefetcher(step_options.DevicePrefetcher):
     made = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -145,8 +146,8 @@ class _CountingPrefetcher(workflow.DevicePrefetcher):
 @pytest.fixture
 def prefetch_on_cpu(monkeypatch: pytest.MonkeyPatch) -> type[_CountingPrefetcher]:
     """Makes ``prefetch=True`` install the prefetcher on CPU, where it is a pass-through, and counts them."""
-    monkeypatch.setattr(workflow, "prefetch_enabled", lambda option, device: option)
-    monkeypatch.setattr(workflow, "DevicePrefetcher", _CountingPrefetcher)
+    monkeypatch.setattr(step_options, "prefetch_enabled", lambda option, device: option)
+    monkeypatch.setattr(step_options, "DevicePrefetcher", _CountingPrefetcher)
     _CountingPrefetcher.made = 0
     return _CountingPrefetcher
 
@@ -194,8 +195,8 @@ def test_prefetch_must_be_a_bool() -> None:
 
 def test_cuda_graphs_is_off_by_default_and_auto_is_off_without_cuda() -> None:
     net, opt = _net_and_sgd()
-    assert SupervisedTrainer("cpu", 1, _batches(1), net, opt, nn.MSELoss())._hl_graphed is None
-    assert SupervisedEvaluator("cpu", _batches(1), net, cuda_graphs="auto")._hl_graphed is None
+    assert SupervisedTrainer("cpu", 1, _batches(1), net, opt, nn.MSELoss())._hl_step.graphed is None
+    assert SupervisedEvaluator("cpu", _batches(1), net, cuda_graphs="auto")._hl_step.graphed is None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on a machine without CUDA")
@@ -221,7 +222,7 @@ def test_unsupported_trainer_settings_run_eagerly_with_one_warning(
     monkeypatch.setattr(graphed, "_backend", FakeBackend())
     net, opt = _net_and_sgd()
     trainer = SupervisedTrainer("cpu", 1, _batches(1), net, opt, nn.MSELoss(), cuda_graphs=True, **kwargs)
-    assert trainer._hl_graphed is None
+    assert trainer._hl_step.graphed is None
     assert [m for m in _graph_warnings(caught) if cause in m] == [
         f"SupervisedTrainer: cuda_graphs is not supported with {cause}; every iteration runs eagerly."
     ]
@@ -232,14 +233,14 @@ def test_a_non_torch_optimizer_is_not_graphed(
 ) -> None:
     monkeypatch.setattr(graphed, "_backend", FakeBackend())
     net, _ = _net_and_sgd()
-    assert SupervisedTrainer("cpu", 1, _batches(1), net, None, None, cuda_graphs=True)._hl_graphed is None
+    assert SupervisedTrainer("cpu", 1, _batches(1), net, None, None, cuda_graphs=True)._hl_step.graphed is None
     assert len(_graph_warnings(caught)) == 1 and "NoneType" in _graph_warnings(caught)[0]
 
 
 def test_a_graphed_workflow_is_freed_without_the_garbage_collector(monkeypatch: pytest.MonkeyPatch) -> None:
     trainer, _, _ = _graphed_trainer(monkeypatch, _batches(5), epochs=1)
     trainer.run()
-    assert trainer._hl_graphed is not None and trainer._hl_graphed.step.num_graphs == 1
+    assert trainer._hl_step.graphed is not None and trainer._hl_step.graphed.num_graphs == 1
     ref = weakref.ref(trainer)
     gc.disable()
     try:
@@ -254,7 +255,7 @@ def test_evaluator_in_train_mode_runs_eagerly_with_one_warning(
 ) -> None:
     monkeypatch.setattr(graphed, "_backend", FakeBackend())
     net, _ = _net_and_sgd()
-    assert SupervisedEvaluator("cpu", _batches(1), net, mode="train", cuda_graphs=True)._hl_graphed is None
+    assert SupervisedEvaluator("cpu", _batches(1), net, mode="train", cuda_graphs=True)._hl_step.graphed is None
     assert len(_graph_warnings(caught)) == 1 and "mode='train'" in _graph_warnings(caught)[0]
 
 
@@ -395,13 +396,13 @@ def test_graphed_trainer_matches_monais_trainer_with_decollation_and_metatensors
 
     ref, ref_losses = run(monai_engines)
     monkeypatch.setattr(graphed, "_backend", FakeBackend())
-    original = SupervisedTrainer._hl_graphed_iteration
+    original = SupervisedTrainer._hl_build_step
 
-    def with_fake_backend(self: SupervisedTrainer, option: Any) -> Any:
+    def with_fake_backend(self: SupervisedTrainer, options: Any) -> Any:
         monkeypatch.setattr(graphed, "_backend", FakeBackend(self.network, self.optimizer))
-        return original(self, option)
+        return original(self, options)
 
-    monkeypatch.setattr(SupervisedTrainer, "_hl_graphed_iteration", with_fake_backend)
+    monkeypatch.setattr(SupervisedTrainer, "_hl_build_step", with_fake_backend)
     trainer, losses = run(hl_workflows, cuda_graphs=True)
     assert graphed._backend.n_captures == 1
     for name, value in ref.network.state_dict().items():
@@ -446,6 +447,82 @@ def test_graphed_evaluator_keeps_its_graph_across_runs(monkeypatch: pytest.Monke
     assert fake.n_captures == 1 and fake.n_replays == 3  # warm-up 3, capture + replay at the 4th, 2 replays
 
 
+# -- compile, max_compiled_shapes, on_nonfinite: the same options as every API's -------------------------------------
+
+
+class _CountingBackend:
+    """A torch.compile backend that runs the FX graph as is and counts compilations."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, gm: Any, example_inputs: Any) -> Any:
+        self.calls += 1
+        return gm.forward
+
+
+def test_compile_runs_the_whole_step_unless_an_event_splits_it() -> None:
+    torch._dynamo.reset()
+    data = _batches(4)
+    ref, ref_out = _trainer(data)
+    ref.run()
+    trainer, out = _trainer(data, compile={"backend": _CountingBackend()})
+    trainer.run()
+    step = trainer._hl_step
+    assert step.variant == "compiled" and step.body.impl.mode == "whole" and len(step.body.impl._shapes) == 1
+    assert not step.compiled_model.step._shapes  # the network alone was never compiled
+    _assert_same_run(trainer, out, ref, ref_out)
+
+    split, split_out = _trainer(data, compile={"backend": _CountingBackend()})
+    split.add_event_handler(IterationEvents.LOSS_COMPLETED, lambda engine: None)
+    split.run()
+    assert not split._hl_step.body.impl._shapes and len(split._hl_step.compiled_model.step._shapes) == 1
+    _assert_same_run(split, split_out, ref, ref_out)
+
+
+def test_max_compiled_shapes_caps_the_workflows_compiled_step(caught: list[warnings.WarningMessage]) -> None:
+    torch._dynamo.reset()
+    data = [{"image": torch.randn(n, 1, 6, 6), "label": torch.rand(n, 2, 6, 6)} for n in (2, 3, 2)]
+    net, _ = _net_and_sgd()
+    evaluator, _ = _evaluator(data, net, compile={"backend": _CountingBackend()}, max_compiled_shapes=1)
+    evaluator.run()
+    messages = [str(w.message) for w in caught if "input shapes already" in str(w.message)]
+    assert messages == [
+        "hotloop: the compiled SupervisedEvaluator has code for 1 input shapes already; further shapes run eagerly "
+        "(raise max_compiled_shapes, or pad batches to a fixed shape)"
+    ]
+    with pytest.raises(ValueError, match="max_compiled_shapes should be a positive integer"):
+        _evaluator(data, net, max_compiled_shapes=0)
+
+
+def _bad_batch_data() -> list[dict[str, torch.Tensor]]:
+    data = _batches(4)
+    data[2] = {"image": torch.full_like(data[2]["image"], float("nan")), "label": data[2]["label"]}
+    return data
+
+
+def test_on_nonfinite_skip_undoes_the_bad_step_in_the_supervised_trainer(
+    caught: list[warnings.WarningMessage],
+) -> None:
+    data = _bad_batch_data()
+    ref, _ = _trainer([b for i, b in enumerate(data) if i != 2], epochs=1)
+    ref.run()
+    trainer, _ = _trainer(data, epochs=1, on_nonfinite="skip")
+    trainer.run()
+    for name, value in ref.network.state_dict().items():
+        torch.testing.assert_close(trainer.network.state_dict()[name], value, msg=name)
+    assert [str(w.message) for w in caught if "skipped" in str(w.message)] == [
+        "hotloop: skipped 1 step(s) for 1 non-finite loss(es), the first at iteration 3 (detected at iteration 4)"
+    ]
+
+
+def test_on_nonfinite_raise_with_events_between_the_pieces() -> None:
+    trainer, _ = _trainer(_bad_batch_data(), epochs=1, on_nonfinite="raise")
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, lambda engine: None)  # MONAI's pieces run
+    with pytest.raises(FloatingPointError, match="Non-finite loss at iteration 3"):
+        trainer.run()
+
+
 # -- a real GPU ----------------------------------------------------------------------------------------------------
 
 
@@ -466,7 +543,7 @@ def test_on_gpu_graphed_trainer_and_evaluator_match_eager() -> None:
 
     ref, ref_out = train()
     trainer, out = train(cuda_graphs=True, prefetch=True)
-    assert trainer._hl_graphed.step.num_graphs == 1
+    assert trainer._hl_step.graphed.num_graphs == 1
     for name, value in ref.network.state_dict().items():
         torch.testing.assert_close(trainer.network.state_dict()[name], value, rtol=1e-4, atol=1e-5)
     for pred, expected in zip(out.preds, ref_out.preds):
@@ -475,6 +552,6 @@ def test_on_gpu_graphed_trainer_and_evaluator_match_eager() -> None:
     ev_ref.run()
     evaluator, ev_out = _evaluator(data, ref.network, "cuda", cuda_graphs="auto", prefetch=True)
     evaluator.run()
-    assert evaluator._hl_graphed.step.num_graphs == 1
+    assert evaluator._hl_step.graphed.num_graphs == 1
     for pred, expected in zip(ev_out.preds, ev_ref_out.preds):
         torch.testing.assert_close(pred, expected, rtol=1e-4, atol=1e-5)

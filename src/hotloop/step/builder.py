@@ -186,9 +186,11 @@ def _graphed_train_compute(it: Iteration, x: Any, y: Any) -> tuple[torch.Tensor,
     return y_pred.detach(), loss.detach()  # a replay overwrites them; backward already ran inside the graph
 
 
-def _graphed_train_eager(it: Iteration, x: Any, y: Any) -> Any:
+def _graphed_train_eager(it: Iteration, x: Any, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The warm-up and fallback iterations of a graphed step: the same outputs, detached, as a replay gives."""
     _zero_grad(it.optimizer, it.set_to_none)
-    return _train_body(it, x, y)
+    y_pred, loss = _train_body(it, x, y)
+    return y_pred.detach(), loss.detach()
 
 
 def _graph_blocker(it: Iteration) -> str | None:

@@ -1,17 +1,15 @@
 """Pieces shared by the workflows' iterations: batch unpacking, MONAI's MetaTensor unwrapping under ``compile``, model
-modes, autocast, the optionally compiled network forward, and the optionally CUDA-graphed step."""
+modes, and how a workflow's step is described to hotloop's step builder (:mod:`hotloop.step.builder`)."""
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 
-from hotloop.step.compiled import CompiledStep, resolve_compile
-from hotloop.step.graphed import CudaGraphWarning, GraphedStep, resolve_cuda_graphs
 from hotloop.workflows.utils import CommonKeys
 
 __all__: list[str] = []
@@ -145,145 +143,44 @@ class train_mode:  # noqa: N801 - MONAI's name
                 n.eval()
 
 
-def autocast(amp: bool, amp_kwargs: dict) -> Any:
-    """``torch.autocast("cuda", **amp_kwargs)`` when ``amp``, else a no-op context (MONAI's choice of device)."""
-    return torch.autocast("cuda", **amp_kwargs) if amp else nullcontext()
+class InfererCall:
+    """``inferer(x, model)``: how a workflow's step calls its network (the builder's ``Iteration.forward``)."""
+
+    __slots__ = ("inferer",)
+
+    def __init__(self, inferer: Callable[..., Any]) -> None:
+        self.inferer = inferer
+
+    def __call__(self, model: Any, x: Any) -> Any:
+        return self.inferer(x, model)  # pred: [B, C, *spatial]
 
 
-class CompiledForward:
-    """A network's forward run through hotloop's :class:`~hotloop.step.CompiledStep`.
+class MeanLoss:
+    """``loss_function(pred, y).mean()``: MONAI's trainer loss (the builder's ``Iteration.loss``)."""
 
-    One compiled graph per input shape (``dynamic=False`` unless ``compile_kwargs`` says otherwise), up to
-    ``max_shapes``, then eager with one warning; if compiling fails the network runs eagerly. Calls with keyword
-    arguments run eagerly.
+    __slots__ = ("loss_function",)
 
-    Args:
-        network: the module.
-        compile_kwargs: ``torch.compile`` keyword arguments.
-        max_shapes: how many input shapes get compiled code.
-    """
+    def __init__(self, loss_function: Callable[..., Any]) -> None:
+        self.loss_function = loss_function
 
-    def __init__(self, network: torch.nn.Module, compile_kwargs: dict[str, Any], max_shapes: int = 4) -> None:
-        self.network = network
-        self._step = CompiledStep(
-            network.__call__,
-            compile_kwargs,
-            fallback=network.__call__,
-            state=(network,),
-            max_shapes=max_shapes,
-            name="network forward",
-        )
-
-    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run the network on ``inputs``."""
-        if kwargs:
-            return self.network(inputs, *args, **kwargs)
-        return self._step(inputs, *args)
+    def __call__(self, pred: Any, y: Any) -> Any:
+        return self.loss_function(pred, y).mean()
 
 
-def network_forward(
-    network: torch.nn.Module, compile: Any, compile_kwargs: dict | None, device: Any
-) -> Callable[..., Any]:
-    """What the inferer calls: the network itself, or its :class:`CompiledForward` when ``compile`` asks for it.
+class EngineScaler:
+    """``engine.scaler`` read when the step needs it (MONAI's trainer makes a new GradScaler at each ``run``); the
+    engine is held weakly, so the step it belongs to makes no reference cycle."""
 
-    Raises:
-        ValueError: ``compile`` is not False, True, ``"auto"`` or a dict.
-    """
-    option = compile
-    if option is True and compile_kwargs:
-        option = dict(compile_kwargs)
-    kwargs = resolve_compile(option, device)
-    if kwargs is None:
-        return network
-    return CompiledForward(network, kwargs)
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = weakref.ref(engine)
+
+    def __call__(self) -> Any:
+        engine = self.engine()
+        return None if engine is None else engine.scaler
 
 
-def graphs_wanted(cuda_graphs: Any, device: Any, name: str, unsupported: str | None) -> bool:
-    """Whether ``cuda_graphs`` turns the graphed step on for ``device``; False with one warning if ``unsupported``.
-
-    Args:
-        cuda_graphs: the user's option: False, True or ``"auto"``.
-        device: the workflow's device.
-        name: the workflow, for the warning.
-        unsupported: why this workflow's configuration cannot be graphed (e.g. ``"amp=True"``), or None.
-
-    Raises:
-        ValueError: ``cuda_graphs`` is not False, True or ``"auto"``.
-        RuntimeError: ``cuda_graphs=True`` without a usable CUDA device.
-    """
-    if not resolve_cuda_graphs(cuda_graphs, device):
-        return False
-    if unsupported is not None:
-        warnings.warn(
-            f"{name}: cuda_graphs is not supported with {unsupported}; every iteration runs eagerly.",
-            CudaGraphWarning,
-            stacklevel=3,
-        )
-        return False
-    return True
-
-
-class GraphedIteration:
-    """A workflow iteration's compute run through :class:`~hotloop.step.GraphedStep`, and when it may be.
-
-    The graph holds the compute of the whole iteration, so an ``IterationEvents`` member that fires inside it
-    (``split_events``) cannot run in between: an iteration where one of them has handlers, or where every event
-    must be fired (an overridden ``fire_event``), runs eagerly, with one warning per cause. So does an iteration
-    with extra ``prepare_batch`` arguments, or after the network, optimizer, loss or inferer was replaced (the
-    graph holds the old ones). Outputs are clones: ``state.output`` keeps them beyond the next replay.
-
-    Args:
-        compute: ``compute(x, y)``, the iteration's graphed work on plain tensors.
-        eager_step: ``eager_step(x, y)``, the same work eagerly, including ``zero_grad`` for a trainer.
-        pre_capture: called before each capture (a trainer's ``zero_grad(set_to_none=True)``), or None.
-        optimizer: the optimizer ``compute`` steps, or None.
-        parts: the objects ``compute`` closes over; a replaced one sends the iteration to eager.
-        split_events: the events that would fire inside the graph.
-        name: names the step in warnings.
-    """
-
-    __slots__ = ("step", "parts", "split_events", "name", "_warned")
-
-    def __init__(
-        self,
-        compute: Callable[[Any, Any], Any],
-        eager_step: Callable[[Any, Any], Any],
-        pre_capture: Callable[[], Any] | None,
-        optimizer: torch.optim.Optimizer | None,
-        parts: tuple[Any, ...],
-        split_events: tuple[Any, ...],
-        name: str,
-    ) -> None:
-        self.step = GraphedStep(
-            compute, pre_capture=pre_capture, eager_step=eager_step, optimizer=optimizer, clone_outputs=True, name=name
-        )
-        self.parts = parts
-        self.split_events = split_events
-        self.name = name
-        self._warned: set[str] = set()
-
-    def usable(self, engine: Any, parts: tuple[Any, ...], args: tuple, kwargs: dict) -> bool:
-        """True when this iteration may run the graphed step (host-side checks only, no device sync)."""
-        if engine._hl_faithful:
-            return self._eager("every event is fired (fire_event or _fire_event is overridden)")
-        handlers = engine._event_handlers
-        for event in self.split_events:
-            if handlers.get(event):
-                name = getattr(event, "name", event)
-                return self._eager(f"IterationEvents.{name} has handlers, and it fires inside the graphed step")
-        if args or kwargs:
-            return self._eager("prepare_batch returns extra arguments for the network")
-        for now, captured in zip(parts, self.parts):
-            if now is not captured:
-                return self._eager("the network, optimizer, loss function or inferer was replaced")
-        return True
-
-    def _eager(self, cause: str) -> bool:
-        if cause not in self._warned:
-            self._warned.add(cause)
-            warnings.warn(
-                f"{self.name}: {cause}; such iterations run eagerly, without the CUDA graph (warned once).",
-                CudaGraphWarning,
-                stacklevel=4,
-            )
-        return False
+def compile_option(compile: Any, compile_kwargs: dict | None) -> Any:
+    """MONAI's ``compile`` and ``compile_kwargs`` as hotloop's one ``compile`` option."""
+    return dict(compile_kwargs) if compile is True and compile_kwargs else compile

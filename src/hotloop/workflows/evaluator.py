@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -12,14 +11,12 @@ from ignite.metrics import Metric
 from torch.utils.data import DataLoader
 
 from hotloop.engine import Engine
+from hotloop.step import Autocast, EvalStep, Iteration, StepOptions
 from hotloop.workflows import _monai
 from hotloop.workflows._iteration import (
-    CompiledForward,
-    GraphedIteration,
-    autocast,
+    InfererCall,
+    compile_option,
     eval_mode,
-    graphs_wanted,
-    network_forward,
     plain,
     prepared,
     restore_after_compile,
@@ -157,9 +154,17 @@ class SupervisedEvaluator(Evaluator):
     Each iteration: ``prepare_batch``, ``state.output = {"image", "label"}``, ``pred = inferer(image, network)``
     under ``mode``, then ``FORWARD_COMPLETED`` and ``MODEL_COMPLETED`` (where decollation and postprocessing run).
     The network and inferer get the batch as ``prepare_batch`` gives it (a ``MetaTensor`` batch stays one), as in
-    MONAI. Where MONAI unwraps MetaTensors, when the forward is compiled, so does hotloop: plain tensors go in, and
-    ``image``, ``label`` and ``pred`` are cast back before ``FORWARD_COMPLETED``, with MONAI's warning. A
-    CUDA-graphed forward (``cuda_graphs``) runs on plain tensors and ``pred`` gets the image's metadata after it.
+    MONAI.
+
+    The step is built by hotloop's step builder, like every API's: ``compile`` and the keyword-only ``cuda_graphs``,
+    ``prefetch`` and ``max_compiled_shapes`` are :class:`hotloop.step.StepOptions` and mean what they mean everywhere
+    (``docs/hot-path.md``): the compiled or captured step is the inferer's forward, ``inferer(image, network)``;
+    ``FORWARD_COMPLETED`` and ``MODEL_COMPLETED`` fire after it, so their handlers cost it nothing. An iteration with
+    extra ``prepare_batch`` arguments, or after the network or inferer was replaced, runs MONAI's forward with the
+    network compiled alone (``compile``) or eagerly (``cuda_graphs``, one warning). Where MONAI unwraps MetaTensors,
+    when compiled, so does hotloop: plain tensors go in, and ``image``, ``label`` and ``pred`` are cast back before
+    ``FORWARD_COMPLETED``, with MONAI's warning. A CUDA-graphed forward runs on plain tensors and ``pred`` (a copy)
+    gets the image's metadata after it. Not graphed: ``mode="train"``.
 
     Args:
         device: the device to run on.
@@ -182,22 +187,16 @@ class SupervisedEvaluator(Evaluator):
         decollate: per-sample lists after the model work.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
-        compile: compile the network's forward with ``torch.compile`` through hotloop's compiled-step machinery
-            (one graph per input shape, eager fallback): False, True, ``"auto"`` or a dict of ``torch.compile``
-            arguments.
+        compile: hotloop's ``compile`` (:class:`~hotloop.step.StepOptions`): False, True, ``"auto"`` or a dict of
+            ``torch.compile`` arguments.
         compile_kwargs: ``torch.compile`` arguments when ``compile`` is True.
-        cuda_graphs: hotloop only (keyword-only). False (default), True or ``"auto"`` (on where CUDA is available):
-            run the inferer/network forward as a CUDA graph per input shape (:class:`~hotloop.step.GraphedStep`:
-            warm-up, capture, replay, eager fallbacks with one warning). ``FORWARD_COMPLETED`` and
-            ``MODEL_COMPLETED`` fire after the graph, so their handlers cost the graph nothing; ``pred`` in
-            ``state.output`` is a copy. Not with ``amp`` or ``mode="train"`` (eager, one warning).
-        prefetch: hotloop only (keyword-only). On a CUDA device, pin each batch and copy the next one to
-            ``device`` on a side stream while the current iteration runs (:class:`~hotloop.step.DevicePrefetcher`);
-            ``state.batch`` then holds the batch on the device. Elsewhere it does nothing.
+        cuda_graphs: hotloop only (keyword-only); see :class:`~hotloop.step.StepOptions`.
+        prefetch: hotloop only (keyword-only); ``state.batch`` then holds the batch on the device.
+        max_compiled_shapes: hotloop only (keyword-only).
 
     Raises:
         TypeError: ``prefetch`` is not a bool.
-        ValueError: ``mode`` is not ``"eval"`` or ``"train"``, or ``cuda_graphs`` is not False, True or ``"auto"``.
+        ValueError: ``mode`` is not ``"eval"`` or ``"train"``, or a step option is invalid.
         RuntimeError: ``cuda_graphs=True`` without a usable CUDA device.
 
     Examples:
@@ -237,6 +236,7 @@ class SupervisedEvaluator(Evaluator):
         *,
         cuda_graphs: bool | str = False,
         prefetch: bool = False,
+        max_compiled_shapes: int = 4,
     ) -> None:
         super().__init__(
             device=device,
@@ -258,28 +258,33 @@ class SupervisedEvaluator(Evaluator):
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
-        self._hl_attach_prefetch(prefetch)
+        options = StepOptions(
+            compile_option(compile, compile_kwargs),
+            cuda_graphs,
+            prefetch=prefetch,
+            max_compiled_shapes=max_compiled_shapes,
+        )
+        self.prefetch = prefetch
         self.network = network
         self.compile = compile
-        self._hl_forward = network_forward(network, compile, compile_kwargs, self.state.device)
-        self._hl_forward_net = network  # a network assigned later to ``self.network`` runs as it is
-        # MONAI unwraps MetaTensors for its compiled network; hotloop does when its forward is compiled.
-        self._hl_compiled = isinstance(self._hl_forward, CompiledForward)
         self.inferer = _monai.default_inferer() if inferer is None else inferer
         self.cuda_graphs = cuda_graphs
-        self._hl_graphed = self._hl_graphed_iteration(cuda_graphs)
+        self._hl_step = self._hl_build_step(options)
+        options.attach(self, self.state.device)
 
-    def _hl_graphed_iteration(self, cuda_graphs: bool | str) -> GraphedIteration | None:
-        """The graphed forward, or None when ``cuda_graphs`` is off or cannot apply."""
-        unsupported = "amp=True" if self.amp else None
-        if self.mode is not eval_mode:
-            unsupported = "mode='train'"
-        if not graphs_wanted(cuda_graphs, self.state.device, "SupervisedEvaluator", unsupported):
-            return None
-        compute = partial(_forward_step, self.inferer, self._hl_forward)
-        return GraphedIteration(compute, compute, None, None, self._hl_graph_parts(), (), "SupervisedEvaluator")
+    def _hl_build_step(self, options: StepOptions) -> EvalStep:
+        """MONAI's evaluation forward described to hotloop's step builder."""
+        iteration = Iteration(
+            self.network,
+            InfererCall(self.inferer),
+            autocast=Autocast.cuda(self.amp, **self.amp_kwargs),
+            clone_outputs=True,  # state.output keeps pred past the next replay
+            graph_blocker="mode='train'" if self.mode is not eval_mode else None,
+            name="SupervisedEvaluator",
+        )
+        return EvalStep(iteration, options, self.state.device, self._hl_parts())
 
-    def _hl_graph_parts(self) -> tuple[Any, ...]:
+    def _hl_parts(self) -> tuple[Any, ...]:
         return (self.network, self.inferer, self.mode)
 
     def _iteration(self, engine: SupervisedEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:
@@ -289,39 +294,42 @@ class SupervisedEvaluator(Evaluator):
             ValueError: ``batchdata`` is None.
         """
         inputs, targets, args, kwargs = prepared(engine, batchdata)
-        graphed = engine._hl_graphed
-        if graphed is not None and graphed.usable(engine, engine._hl_graph_parts(), args, kwargs):
-            engine._hl_graphed_forward(graphed, inputs, targets)
+        step = engine._hl_step
+        fused = step.takes(engine, (), engine._hl_parts(), (args, kwargs))
+        if fused and step.variant == "graphed":
+            engine._hl_graphed_forward(inputs, targets)
         else:
-            engine._hl_forward_pass(inputs, targets, args, kwargs)
-        engine._hl_fire(engine._hl_events.FORWARD_COMPLETED)
-        engine._hl_fire(engine._hl_events.MODEL_COMPLETED)
+            engine._hl_forward(inputs, targets, args, kwargs, fused)
+        engine._fire_if_handled(engine._hl_events.FORWARD_COMPLETED)
+        engine._fire_if_handled(engine._hl_events.MODEL_COMPLETED)
         return engine.state.output
 
-    def _hl_forward_pass(self, inputs: Any, targets: Any, args: tuple, kwargs: dict) -> None:
-        """MONAI's forward: ``state.output = {image, label, pred}``, unwrapping MetaTensors only when compiled."""
+    def _hl_forward(self, inputs: Any, targets: Any, args: tuple, kwargs: dict, fused: bool) -> None:
+        """MONAI's forward (or the compiled step): ``state.output = {image, label, pred}``, MetaTensors unwrapped only
+        when compiled."""
+        step = self._hl_step
         meta_type = self._hl_meta_type
         inputs_meta = targets_meta = None
-        if self._hl_compiled:
+        if step.compiled:
             inputs, targets, inputs_meta, targets_meta = unwrap_for_compile(inputs, targets, meta_type)
         self.state.output = output = {_IMAGE: inputs, _LABEL: targets}
-        forward = self._hl_forward if self.network is self._hl_forward_net else self.network
-        with self.mode(self.network), autocast(self.amp, self.amp_kwargs):
-            output[_PRED] = self.inferer(inputs, forward, *args, **kwargs)  # pred: [B, C, *spatial]
+        with self.mode(self.network):
+            if fused:
+                output[_PRED] = step(inputs)
+            else:
+                compiled = step.compiled_model
+                forward = compiled if compiled is not None and self.network is step.it.model else self.network
+                with step.it.autocast():
+                    output[_PRED] = self.inferer(inputs, forward, *args, **kwargs)  # pred: [B, C, *spatial]
         restore_after_compile(output, inputs, targets, inputs_meta, targets_meta, meta_type)
 
-    def _hl_graphed_forward(self, graphed: GraphedIteration, inputs: Any, targets: Any) -> None:
+    def _hl_graphed_forward(self, inputs: Any, targets: Any) -> None:
         """The forward through the CUDA graph, on plain tensors; ``pred`` gets the image's metadata after it."""
         self.state.output = output = {_IMAGE: inputs, _LABEL: targets}
         x = plain(inputs, self._hl_meta_type)
         with self.mode(self.network):
-            pred = graphed.step(x, None)  # a copy: the graph's own output is overwritten by the next replay
+            pred = self._hl_step(x)  # a copy: the graph's own output is overwritten by the next replay
         output[_PRED] = pred if x is inputs else _monai.like(pred, inputs)
-
-
-def _forward_step(inferer: Callable, forward: Callable, x: torch.Tensor, y: Any) -> Any:
-    """The evaluator's graphed work: ``inferer(x, forward)`` (``y`` is unused; the labels stay outside the graph)."""
-    return inferer(x, forward)
 
 
 class EnsembleEvaluator(Evaluator):
@@ -417,10 +425,10 @@ class EnsembleEvaluator(Evaluator):
         inputs, targets, args, kwargs = prepared(engine, batchdata)
         engine.state.output = {_IMAGE: inputs, _LABEL: targets}
         for key, network in zip(engine.pred_keys, engine.networks):
-            with engine.mode(network), autocast(engine.amp, engine.amp_kwargs):
+            with engine.mode(network), Autocast.cuda(engine.amp, **engine.amp_kwargs)():
                 pred = engine.inferer(inputs, network, *args, **kwargs)
             if isinstance(engine.state.output, dict):
                 engine.state.output[key] = pred
-        engine._hl_fire(engine._hl_events.FORWARD_COMPLETED)
-        engine._hl_fire(engine._hl_events.MODEL_COMPLETED)
+        engine._fire_if_handled(engine._hl_events.FORWARD_COMPLETED)
+        engine._fire_if_handled(engine._hl_events.MODEL_COMPLETED)
         return engine.state.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -13,12 +12,14 @@ from torch.optim.optimizer import Optimizer
 from torch.utils.data import DataLoader
 
 from hotloop.engine import Engine
+from hotloop.reliability.nonfinite import NonFiniteGuard
+from hotloop.step import Autocast, Iteration, StepOptions, TrainStep
 from hotloop.workflows import _monai
 from hotloop.workflows._iteration import (
-    CompiledForward,
-    GraphedIteration,
-    graphs_wanted,
-    network_forward,
+    EngineScaler,
+    InfererCall,
+    MeanLoss,
+    compile_option,
     plain,
     prepared,
     restore_after_compile,
@@ -82,11 +83,18 @@ class SupervisedTrainer(Trainer):
     ``optimizer.zero_grad``; ``pred = inferer(image, network)`` (``FORWARD_COMPLETED``);
     ``loss = loss_function(pred, label).mean()`` (``LOSS_COMPLETED``); ``loss.backward()`` (``BACKWARD_COMPLETED``);
     ``optimizer.step()``; ``MODEL_COMPLETED``. Iteration events without handlers are not fired. The network, inferer
-    and loss get the batch as ``prepare_batch`` gives it (a ``MetaTensor`` batch stays one), as in MONAI. Where
-    MONAI unwraps MetaTensors, when the forward is compiled, so does hotloop: the compute runs on plain tensors, and
-    ``image``, ``label`` and ``pred`` are cast back before ``MODEL_COMPLETED`` (``loss`` stays plain), with MONAI's
-    warning. A CUDA-graphed iteration (``cuda_graphs``) runs on plain tensors; ``pred`` and ``loss`` get the image's
-    metadata after it.
+    and loss get the batch as ``prepare_batch`` gives it (a ``MetaTensor`` batch stays one), as in MONAI.
+
+    The step is built by hotloop's step builder, like every API's: ``compile`` and the keyword-only ``cuda_graphs``,
+    ``prefetch``, ``max_compiled_shapes`` and ``on_nonfinite`` are :class:`hotloop.step.StepOptions` and mean what they
+    mean everywhere (``docs/hot-path.md``). With ``compile`` or ``cuda_graphs``, an iteration where no
+    ``FORWARD_COMPLETED``, ``LOSS_COMPLETED`` or ``BACKWARD_COMPLETED`` handler must run between the pieces runs the
+    whole compiled / captured step; the others run MONAI's pieces with the network compiled alone (``compile``) or
+    eagerly (``cuda_graphs``, one warning per cause). Where MONAI unwraps MetaTensors, when compiled, so does hotloop:
+    the compute runs on plain tensors, and ``image``, ``label`` and ``pred`` are cast back before ``MODEL_COMPLETED``
+    (``loss`` stays plain), with MONAI's warning. A CUDA-graphed iteration runs on plain tensors; ``pred`` and
+    ``loss`` get the image's metadata after it and are detached copies. Graphs are captured anew at each
+    :meth:`run`. Not graphed: ``amp``, ``accumulation_steps > 1``.
 
     Args:
         device: the device to run on.
@@ -112,25 +120,18 @@ class SupervisedTrainer(Trainer):
         optim_set_to_none: ``optimizer.zero_grad(set_to_none=...)``.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
-        compile: compile the network's forward through hotloop's compiled-step machinery (one graph per input
-            shape, eager fallback): False, True, ``"auto"`` or a dict of ``torch.compile`` arguments.
+        compile: hotloop's ``compile`` (:class:`~hotloop.step.StepOptions`): False, True, ``"auto"`` or a dict of
+            ``torch.compile`` arguments.
         compile_kwargs: ``torch.compile`` arguments when ``compile`` is True.
         accumulation_steps: mini-batches per optimizer step; at an epoch's end a partial group is stepped too.
-        cuda_graphs: hotloop only (keyword-only). False (default), True or ``"auto"`` (on where CUDA is available):
-            capture the iteration's compute — inferer/network forward, loss, backward, ``optimizer.step()`` — in
-            a CUDA graph per input shape (:class:`~hotloop.step.GraphedStep`: warm-up, capture, replay, eager
-            fallbacks with one warning). Iterations where ``FORWARD_COMPLETED``, ``LOSS_COMPLETED`` or
-            ``BACKWARD_COMPLETED`` have handlers run eagerly (one warning); ``MODEL_COMPLETED`` fires after the
-            graph. Not with ``amp`` or ``accumulation_steps > 1`` (eager, one warning). ``pred`` and ``loss`` in
-            ``state.output`` are detached copies. Graphs are dropped at each :meth:`run`.
-        prefetch: hotloop only (keyword-only). On a CUDA device, pin each batch and copy the next one to
-            ``device`` on a side stream while the current iteration runs (:class:`~hotloop.step.DevicePrefetcher`);
-            ``state.batch`` then holds the batch on the device. Elsewhere it does nothing.
+        cuda_graphs: hotloop only (keyword-only); see :class:`~hotloop.step.StepOptions`.
+        prefetch: hotloop only (keyword-only); ``state.batch`` then holds the batch on the device.
+        max_compiled_shapes: hotloop only (keyword-only).
+        on_nonfinite: hotloop only (keyword-only): watch ``state.output["loss"]`` on the device.
 
     Raises:
         TypeError: ``prefetch`` is not a bool.
-        ValueError: ``accumulation_steps`` is not a positive integer, or ``cuda_graphs`` is not False, True or
-            ``"auto"``.
+        ValueError: ``accumulation_steps`` is not a positive integer, or a step option is invalid.
         RuntimeError: ``cuda_graphs=True`` without a usable CUDA device.
     """
 
@@ -165,6 +166,8 @@ class SupervisedTrainer(Trainer):
         *,
         cuda_graphs: bool | str = False,
         prefetch: bool = False,
+        max_compiled_shapes: int = 4,
+        on_nonfinite: str | NonFiniteGuard | None = None,
     ) -> None:
         if not isinstance(accumulation_steps, int) or accumulation_steps < 1:
             raise ValueError(f"`accumulation_steps` must be a positive integer, got {accumulation_steps!r}.")
@@ -188,47 +191,52 @@ class SupervisedTrainer(Trainer):
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
         )
-        self._hl_attach_prefetch(prefetch)
+        options = StepOptions(
+            compile_option(compile, compile_kwargs),
+            cuda_graphs,
+            prefetch=prefetch,
+            max_compiled_shapes=max_compiled_shapes,
+            on_nonfinite=on_nonfinite,
+        )
+        self.prefetch = prefetch
         self.network = network
         self.compile = compile
-        self._hl_forward = network_forward(network, compile, compile_kwargs, self.state.device)
-        self._hl_forward_net = network  # a network assigned later to ``self.network`` runs as it is
-        # MONAI unwraps MetaTensors for its compiled network; hotloop does when its forward is compiled.
-        self._hl_compiled = isinstance(self._hl_forward, CompiledForward)
         self.optimizer = optimizer
         self.loss_function = loss_function
         self.inferer = _monai.default_inferer() if inferer is None else inferer
         self.optim_set_to_none = optim_set_to_none
         self.accumulation_steps = accumulation_steps
         self.cuda_graphs = cuda_graphs
-        self._hl_graphed = self._hl_graphed_iteration(cuda_graphs)
-
-    def _hl_graphed_iteration(self, cuda_graphs: bool | str) -> GraphedIteration | None:
-        """The graphed training step, or None when ``cuda_graphs`` is off or cannot apply."""
-        unsupported = "amp=True" if self.amp else None
-        if self.accumulation_steps > 1:
-            unsupported = "accumulation_steps > 1"
-        if not isinstance(self.optimizer, Optimizer):
-            unsupported = f"an optimizer of type {type(self.optimizer).__name__} (not a torch.optim.Optimizer)"
-        if not graphs_wanted(cuda_graphs, self.state.device, "SupervisedTrainer", unsupported):
-            return None
-        parts = self._hl_graph_parts()
-        compute, eager_step = _train_step(
-            self.optimizer, self.loss_function, self.inferer, self._hl_forward, self.optim_set_to_none
-        )
-        pre_capture = partial(self.optimizer.zero_grad, set_to_none=True)  # the graph allocates its own gradients
         events = self._hl_events
-        split = (events.FORWARD_COMPLETED, events.LOSS_COMPLETED, events.BACKWARD_COMPLETED)
-        return GraphedIteration(compute, eager_step, pre_capture, self.optimizer, parts, split, "SupervisedTrainer")
+        self._hl_split = (events.FORWARD_COMPLETED, events.LOSS_COMPLETED, events.BACKWARD_COMPLETED)
+        self._hl_step = self._hl_build_step(options)
+        options.attach(self, self.state.device)
 
-    def _hl_graph_parts(self) -> tuple[Any, ...]:
+    def _hl_build_step(self, options: StepOptions) -> TrainStep:
+        """MONAI's training step described to hotloop's step builder (the parts it closes over, not the trainer)."""
+        iteration = Iteration(
+            self.network,
+            InfererCall(self.inferer),
+            loss=MeanLoss(self.loss_function),
+            optimizer=self.optimizer,
+            scaler=EngineScaler(self) if self.amp else None,
+            accumulation=self.accumulation_steps,
+            set_to_none=self.optim_set_to_none,
+            autocast=Autocast.cuda(self.amp, **self.amp_kwargs),
+            clone_outputs=True,  # state.output keeps pred and loss past the next replay
+            graph_blocker="amp=True" if self.amp else None,
+            accumulation_name="accumulation_steps",
+            name="SupervisedTrainer",
+        )
+        return TrainStep(iteration, options, self.state.device, self._hl_parts())
+
+    def _hl_parts(self) -> tuple[Any, ...]:
         return (self.network, self.optimizer, self.loss_function, self.inferer)
 
     def run(self) -> None:  # type: ignore[override]
         """Train; a second call continues from the current state (CUDA graphs, if any, are captured anew)."""
-        if self._hl_graphed is not None:
-            # A checkpoint loaded between runs may have replaced the optimizer state the graphs point at.
-            self._hl_graphed.step.reset()
+        # A checkpoint loaded between runs may have replaced the optimizer state the graphs point at.
+        self._hl_step.reset()
         super().run()
 
     def _iteration(self, engine: SupervisedTrainer, batchdata: dict[str, torch.Tensor]) -> dict:
@@ -238,50 +246,56 @@ class SupervisedTrainer(Trainer):
             ValueError: ``batchdata`` is None.
         """
         inputs, targets, args, kwargs = prepared(engine, batchdata)
-        graphed = engine._hl_graphed
-        if graphed is not None and graphed.usable(engine, engine._hl_graph_parts(), args, kwargs):
-            engine.state.output = {_IMAGE: inputs, _LABEL: targets}
-            return engine._hl_graphed_run(graphed, inputs, targets)
-        meta_type = engine._hl_meta_type
-        inputs_meta = targets_meta = None
-        if engine._hl_compiled:
-            inputs, targets, inputs_meta, targets_meta = unwrap_for_compile(inputs, targets, meta_type)
-        engine.state.output = {_IMAGE: inputs, _LABEL: targets}
-        should_zero_grad, should_step = _accumulation(engine)
-        engine.network.train()
-        if should_zero_grad:
-            engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        acc = engine.accumulation_steps
-        events = engine._hl_events
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                loss = engine._hl_pred_loss(inputs, targets, args, kwargs)
-            engine.scaler.scale(loss / acc if acc > 1 else loss).backward()
-            engine._hl_fire(events.BACKWARD_COMPLETED)
-            if should_step:
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
+        step = engine._hl_step
+        zero, should_step = _accumulation(engine)
+        fused = step.takes(engine, engine._hl_split, engine._hl_parts(), (args, kwargs))
+        if fused and step.variant == "graphed":
+            engine._hl_graphed_run(inputs, targets, zero, should_step)
         else:
-            loss = engine._hl_pred_loss(inputs, targets, args, kwargs)
-            (loss / acc if acc > 1 else loss).backward()
-            engine._hl_fire(events.BACKWARD_COMPLETED)
-            if should_step:
-                engine.optimizer.step()
-        restore_after_compile(engine.state.output, inputs, targets, inputs_meta, targets_meta, meta_type)
-        engine._hl_fire(events.MODEL_COMPLETED)
+            meta_type = engine._hl_meta_type
+            inputs_meta = targets_meta = None
+            if step.compiled:
+                inputs, targets, inputs_meta, targets_meta = unwrap_for_compile(inputs, targets, meta_type)
+            engine.state.output = {_IMAGE: inputs, _LABEL: targets}
+            engine.network.train()
+            if fused:
+                engine._hl_fused_run(inputs, targets, zero, should_step)
+            else:
+                engine._hl_pieces(inputs, targets, args, kwargs, zero, should_step)
+            restore_after_compile(engine.state.output, inputs, targets, inputs_meta, targets_meta, meta_type)
+        engine._fire_if_handled(engine._hl_events.MODEL_COMPLETED)
         return engine.state.output
 
-    def _hl_graphed_run(self, graphed: GraphedIteration, inputs: Any, targets: Any) -> dict:
-        """The iteration through the graphed step; only ``MODEL_COMPLETED`` is fired (after the graph)."""
+    def _hl_fused_run(self, x: Any, y: Any, zero: bool, should_step: bool) -> tuple[Any, Any]:
+        """The whole step as the builder built it (compiled or captured); ``state.output`` gets ``pred``, ``loss``."""
+        step = self._hl_step
+        step.begin(zero)
+        pred, loss = step.run(x, y)
+        step.finish(loss, self.state.iteration, zero, should_step)
+        output = self.state.output
+        output[_PRED], output[_LOSS] = pred, loss
+        return pred, loss
+
+    def _hl_graphed_run(self, inputs: Any, targets: Any, zero: bool, should_step: bool) -> None:
+        """The iteration through the CUDA graph, on plain tensors; ``pred`` and ``loss`` get the image's metadata."""
+        self.state.output = {_IMAGE: inputs, _LABEL: targets}
         meta_type = self._hl_meta_type
         x, y = plain(inputs, meta_type), plain(targets, meta_type)
         self.network.train()
-        pred, loss = graphed.step(x, y)
-        output = self.state.output
-        output[_PRED] = pred if x is inputs else _monai.like(pred, inputs)
-        output[_LOSS] = loss if x is inputs else _monai.like(loss, inputs)
-        self._hl_fire(self._hl_events.MODEL_COMPLETED)
-        return self.state.output
+        pred, loss = self._hl_fused_run(x, y, zero, should_step)
+        if x is not inputs:
+            output = self.state.output
+            output[_PRED], output[_LOSS] = _monai.like(pred, inputs), _monai.like(loss, inputs)
+
+    def _hl_pieces(self, inputs: Any, targets: Any, args: tuple, kwargs: dict, zero: bool, should_step: bool) -> None:
+        """MONAI's iteration piece by piece, with ``IterationEvents`` between the pieces."""
+        step = self._hl_step
+        step.begin(zero, fused=False, optimizer=self.optimizer)
+        with step.it.autocast():
+            loss = self._hl_pred_loss(inputs, targets, args, kwargs)
+        step.backward(loss)
+        self._fire_if_handled(self._hl_events.BACKWARD_COMPLETED)
+        step.finish(loss, self.state.iteration, zero, should_step, fused=False, optimizer=self.optimizer)
 
     def _hl_pred_loss(self, inputs: Any, targets: Any, args: tuple, kwargs: dict) -> torch.Tensor:
         """MONAI's ``_compute_pred_loss``: ``state.output`` gets ``pred`` and ``loss``; returns the loss to back-prop.
@@ -289,40 +303,16 @@ class SupervisedTrainer(Trainer):
         A handler of ``FORWARD_COMPLETED`` / ``LOSS_COMPLETED`` that replaces ``state.output["pred"]`` /
         ``["loss"]`` is honoured, as in MONAI: the replacement is what the loss / the backward pass uses.
         """
-        forward = self._hl_forward if self.network is self._hl_forward_net else self.network
+        step = self._hl_step
+        compiled = step.compiled_model
+        forward = compiled if compiled is not None and self.network is step.it.model else self.network
         output = self.state.output
         output[_PRED] = self.inferer(inputs, forward, *args, **kwargs)  # pred: [B, C, *spatial]
-        self._hl_fire(self._hl_events.FORWARD_COMPLETED)
+        self._fire_if_handled(self._hl_events.FORWARD_COMPLETED)
         output = self.state.output
         output[_LOSS] = self.loss_function(output[_PRED], targets).mean()
-        self._hl_fire(self._hl_events.LOSS_COMPLETED)
+        self._fire_if_handled(self._hl_events.LOSS_COMPLETED)
         return self.state.output[_LOSS]
-
-
-def _train_step(
-    optimizer: Optimizer,
-    loss_function: Callable,
-    inferer: Callable,
-    forward: Callable,
-    set_to_none: bool,
-) -> tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]:
-    """``(compute, eager_step)`` for :class:`~hotloop.step.GraphedStep`: MONAI's training iteration on plain tensors.
-
-    They close over the parts, not the trainer, so the trainer holds no reference cycle through its graphed step.
-    """
-
-    def compute(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = inferer(x, forward)  # pred: [B, C, *spatial]
-        loss = loss_function(pred, y).mean()
-        loss.backward()
-        optimizer.step()
-        return pred.detach(), loss.detach()
-
-    def eager_step(x: torch.Tensor, y: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        optimizer.zero_grad(set_to_none=set_to_none)
-        return compute(x, y)
-
-    return compute, eager_step
 
 
 class GanTrainer(Trainer):

@@ -15,7 +15,6 @@ from torch.utils.data.distributed import DistributedSampler
 
 from hotloop.collate import decollate_batch
 from hotloop.engine import Engine
-from hotloop.step.prefetch import DevicePrefetcher, prefetch_enabled
 from hotloop.workflows import _monai
 from hotloop.workflows._postprocess import batch_postprocessing as _batch_postprocessing
 from hotloop.workflows.utils import (
@@ -143,9 +142,9 @@ class Workflow(Engine):
         self.to_kwargs = {} if to_kwargs is None else to_kwargs
         self.amp_kwargs = {} if amp_kwargs is None else amp_kwargs
         self.scaler: Any = None
-        self.prefetch = False  # hotloop only: see _hl_attach_prefetch
+        self.prefetch = False  # hotloop only: SupervisedTrainer / SupervisedEvaluator take it
         events = iteration_events()
-        # Looked up once: the iteration fires these only when they have handlers (see ``_hl_fire``).
+        # Looked up once: the iteration fires these only when they have handlers (``Engine._fire_if_handled``).
         self._hl_events = events
         self._hl_meta_type = _monai.meta_tensor_type()
         self._hl_register_events(event_names, event_to_attr, events)
@@ -169,21 +168,6 @@ class Workflow(Engine):
             @self.on(Events.EPOCH_STARTED)
             def set_sampler_epoch(engine: Engine) -> None:
                 sampler.set_epoch(engine.state.epoch)
-
-    def _hl_attach_prefetch(self, prefetch: bool) -> None:
-        """``prefetch=True``: wrap each data iterator of a run in a :class:`~hotloop.step.DevicePrefetcher`.
-
-        On a CUDA device each batch is pinned and the next one copied to the device on a side stream while the
-        current iteration runs; ``state.batch`` then holds the batch on the device. Elsewhere nothing changes.
-        (The subclasses that offer ``prefetch`` call this; MONAI's base signatures stay as they are.)
-
-        Raises:
-            TypeError: ``prefetch`` is not a bool.
-        """
-        self.prefetch = prefetch
-        if prefetch_enabled(prefetch, self.state.device):
-            device = self.state.device  # the wrapper holds the device, not the engine: no reference cycle
-            self._hl_data_wrapper = lambda it: DevicePrefetcher(it, device)
 
     def _hl_register_events(self, event_names: Any, event_to_attr: dict | None, events: type[EventEnum]) -> None:
         if event_names is None:
@@ -276,11 +260,6 @@ class Workflow(Engine):
             handler.attach(self)
 
     # -- running ---------------------------------------------------------------------------------------------------
-
-    def _hl_fire(self, event: Any) -> None:
-        """Fire an ``IterationEvents`` member if it has handlers (or if every event must reach ``_fire_event``)."""
-        if self._hl_faithful or self._event_handlers.get(event):
-            self.fire_event(event)
 
     def run(self) -> None:  # type: ignore[override]
         """Run the workflow over ``data_loader`` for ``state.max_epochs`` epochs (skipped with a warning if empty)."""
