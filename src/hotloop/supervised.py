@@ -19,6 +19,7 @@ from ignite.metrics import Metric
 from hotloop.engine import DeterministicEngine, Engine
 from hotloop.reliability.nonfinite import NonFiniteGuard
 from hotloop.step import StepOptions, build_eval_step, build_train_step
+from hotloop.step.steps import call_model, identity, loss_item, pred_and_target, train_output
 
 if TYPE_CHECKING:
     from torch.amp import GradScaler
@@ -33,26 +34,6 @@ __all__ = [
 ]
 
 
-def _identity(output: Any) -> Any:
-    return output
-
-
-def _call_model(model: torch.nn.Module, x: Any) -> Any:
-    return model(x)
-
-
-def _loss_item(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> Any:
-    return loss.item()
-
-
-def _loss_detached(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> Any:
-    return loss.detach()
-
-
-def _pred_and_target(x: Any, y: Any, y_pred: Any) -> tuple[Any, Any]:
-    return y_pred, y
-
-
 def supervised_training_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -60,10 +41,10 @@ def supervised_training_step(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = _prepare_batch,
-    model_transform: Callable[[Any], Any] = _identity,
-    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = _loss_item,
+    model_transform: Callable[[Any], Any] = identity,
+    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = loss_item,
     gradient_accumulation_steps: int = 1,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = call_model,
     *,
     options: StepOptions | None = None,
 ) -> Callable:
@@ -117,11 +98,11 @@ def supervised_training_step_amp(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = _prepare_batch,
-    model_transform: Callable[[Any], Any] = _identity,
-    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = _loss_item,
+    model_transform: Callable[[Any], Any] = identity,
+    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = loss_item,
     scaler: GradScaler | None = None,
     gradient_accumulation_steps: int = 1,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = call_model,
     *,
     options: StepOptions | None = None,
 ) -> Callable:
@@ -166,9 +147,9 @@ def supervised_evaluation_step(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = _prepare_batch,
-    model_transform: Callable[[Any], Any] = _identity,
-    output_transform: Callable[[Any, Any, Any], Any] = _pred_and_target,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    model_transform: Callable[[Any], Any] = identity,
+    output_transform: Callable[[Any, Any, Any], Any] = pred_and_target,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = call_model,
     *,
     options: StepOptions | None = None,
 ) -> Callable:
@@ -205,9 +186,9 @@ def supervised_evaluation_step_amp(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = _prepare_batch,
-    model_transform: Callable[[Any], Any] = _identity,
-    output_transform: Callable[[Any, Any, Any], Any] = _pred_and_target,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    model_transform: Callable[[Any], Any] = identity,
+    output_transform: Callable[[Any, Any, Any], Any] = pred_and_target,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = call_model,
     *,
     options: StepOptions | None = None,
 ) -> Callable:
@@ -253,13 +234,13 @@ def create_supervised_trainer(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = _prepare_batch,
-    model_transform: Callable[[Any], Any] = _identity,
-    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = _loss_item,
+    model_transform: Callable[[Any], Any] = identity,
+    output_transform: Callable[[Any, Any, Any, torch.Tensor], Any] = loss_item,
     deterministic: bool = False,
     amp_mode: str | None = None,
     scaler: bool | GradScaler = False,
     gradient_accumulation_steps: int = 1,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = call_model,
     *,
     compile: bool | str | dict[str, Any] = False,
     cuda_graphs: bool | str = False,
@@ -330,8 +311,7 @@ def create_supervised_trainer(
     on_tpu, on_mps = _device_kind(device)
     # Looked up at call time in ignite.engine, where Ignite's tests (and users) patch it.
     mode, _scaler = _ignite_engine._check_arg(on_tpu, on_mps, amp_mode, scaler)
-    if no_sync and output_transform is _loss_item:
-        output_transform = _loss_detached
+    output_transform = train_output(output_transform, options)
     if mode in ("apex", "tpu"):
         _check_ignite_only(options, mode)
         make: Callable[..., Callable] = getattr(_ignite_engine, f"supervised_training_step_{mode}")
@@ -374,10 +354,10 @@ def create_supervised_evaluator(
     device: str | torch.device | None = None,
     non_blocking: bool = False,
     prepare_batch: Callable = _prepare_batch,
-    model_transform: Callable[[Any], Any] = _identity,
-    output_transform: Callable[[Any, Any, Any], Any] = _pred_and_target,
+    model_transform: Callable[[Any], Any] = identity,
+    output_transform: Callable[[Any, Any, Any], Any] = pred_and_target,
     amp_mode: str | None = None,
-    model_fn: Callable[[torch.nn.Module, Any], Any] = _call_model,
+    model_fn: Callable[[torch.nn.Module, Any], Any] = call_model,
     *,
     compile: bool | str | dict[str, Any] = False,
     cuda_graphs: bool | str = False,

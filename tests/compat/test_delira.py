@@ -594,6 +594,20 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path):
         torch.testing.assert_close(a, b)
 
 
+def test_on_nonfinite_skip_undoes_the_bad_step_of_hotloops_step(tmp_path):
+    batches = _batches(4)
+    bad = [dict(b) for b in batches]
+    bad[2]["data"] = torch.full_like(bad[2]["data"], float("nan"))
+    ref = _trainer(tmp_path / "ref")
+    ref.train(1, [b for i, b in enumerate(batches) if i != 2])
+    guarded = _trainer(tmp_path / "guarded", on_nonfinite="skip")
+    with pytest.warns(UserWarning, match=r"skipped 1 step\(s\) for 1 non-finite loss"):
+        guarded.train(1, bad)
+    _assert_same(_params(guarded.module), _params(ref.module))
+    with pytest.raises(TypeError, match="on_nonfinite should be None, 'terminate', 'skip', 'raise'"):
+        _trainer(tmp_path / "bad", on_nonfinite=1)
+
+
 def test_train_single_epoch_and_default_optim_fn(tmp_path):
     net = _net()
     optims = create_optims_default_pytorch(net, torch.optim.Adam, lr=0.01)
@@ -1024,6 +1038,8 @@ def test_hotloop_step_trains_like_the_default_closure(tmp_path):
     assert results["closure"][2] == results["hotloop"][2] > 0
     with pytest.raises(ValueError, match="pass hotloop_step=True"):
         _experiment_trainer(tmp_path / "c", [], stop_at=1, compile={"backend": "eager"})
+    with pytest.raises(ValueError, match="on_nonfinite apply to hotloop's step"):
+        _experiment_trainer(tmp_path / "n", [], stop_at=1, on_nonfinite="raise")
 
 
 def test_optimizer_wrappers_forward_and_scale(tmp_path):

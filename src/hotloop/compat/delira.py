@@ -17,10 +17,11 @@ The step (delira's ``AbstractPyTorchNetwork`` interface): every batch goes throu
 them gets hotloop's versions of delira's defaults: ``batch["data"]`` to the input device and every other tensor or
 NumPy entry (a label, in key order) to the output device; ``preds = network(batch["data"])``; each criterion and
 metric called as ``fn(preds, *labels)``; the sum of the criterions back-propagated and ``optimizers["default"]``
-stepped; losses and metrics reported with delira's ``"val_"`` prefix during validation. That step is hotloop's
-(:func:`hotloop.step.build_train_step`), so the keyword-only options ``compile``, ``cuda_graphs``, ``no_sync``,
-``prefetch`` and ``max_compiled_shapes`` of :func:`hotloop.create_supervised_trainer` work with it;
-``hotloop_step=True`` selects it for a network that has a closure.
+stepped; losses and metrics reported with delira's ``"val_"`` prefix during validation. That step is built by
+hotloop's step builder (:func:`hotloop.step.build_train_step`, the one ``create_supervised_trainer`` uses), so
+hotloop's step options (:class:`hotloop.step.StepOptions`: ``compile``, ``cuda_graphs``, ``no_sync``, ``prefetch``,
+``max_compiled_shapes``, ``on_nonfinite``) work with it as they do everywhere; ``hotloop_step=True`` selects it for a
+network that has a closure.
 
 Data: ``train`` and ``predict`` accept delira's data managers (objects with ``get_batchgen()``; ``train`` calls
 ``get_batchgen(seed=epoch)`` each epoch) and batch generators, a :class:`torch.utils.data.DataLoader`, or any
@@ -30,6 +31,7 @@ re-iterable of batches.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -45,8 +47,9 @@ from typing import Any
 import torch
 
 from hotloop.engine import Engine, Events
-from hotloop.step import StepOptions, build_eval_step, build_train_step
-from hotloop.supervised import _call_model, _identity, _loss_detached, _loss_item
+from hotloop.reliability.nonfinite import NonFiniteGuard
+from hotloop.step import Autocast, StepOptions, build_eval_step, build_train_step
+from hotloop.step.steps import call_model, identity, loss_item, train_output
 
 try:
     import numpy as np
@@ -973,17 +976,17 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             also continued in full precision).
         mixed_precision_kwargs: apex's ``allow_banned``/``enable_caching``/``verbose`` (accepted and ignored) and
             ``GradScaler``'s ``init_scale``/``growth_factor``/``backoff_factor``/``growth_interval``.
-        compile: hotloop only; as in :func:`hotloop.create_supervised_trainer` (``False``, ``True``, ``"auto"`` or
-            a dict of ``torch.compile`` kwargs), for hotloop's training and evaluation step.
-        cuda_graphs: hotloop only; as in :func:`hotloop.create_supervised_trainer`, for hotloop's step.
-        no_sync: hotloop only; with hotloop's step, ``trainer.engine.state.output`` is the detached loss tensor
-            instead of ``loss.item()``, so a training iteration makes no host sync. (A closure's iteration output is
-            what the closure returns.)
-        prefetch: hotloop only; on CUDA, copy the next batch's tensors to the GPU while the current step runs.
-        max_compiled_shapes: hotloop only; as in :func:`hotloop.create_supervised_trainer`.
+        compile: hotloop only: a step option (:class:`hotloop.step.StepOptions`), for hotloop's training and
+            evaluation step.
+        cuda_graphs: hotloop only: a step option, for hotloop's step.
+        no_sync: hotloop only: a step option; with hotloop's step, ``trainer.engine.state.output`` is the detached
+            loss tensor instead of ``loss.item()``. (A closure's iteration output is what the closure returns.)
+        prefetch: hotloop only: a step option; it also applies to a closure's batches.
+        max_compiled_shapes: hotloop only: a step option.
+        on_nonfinite: hotloop only: a step option, for hotloop's training step.
         hotloop_step: hotloop only; True: hotloop's step instead of the network's ``closure`` (the network's
-            ``prepare_batch`` still runs). Needed for ``compile`` and ``cuda_graphs`` with a network that has a
-            closure.
+            ``prepare_batch`` still runs). Needed for ``compile``, ``cuda_graphs`` and ``on_nonfinite`` with a network
+            that has a closure.
         **kwargs: set as attributes of the trainer (as delira does); a name the trainer already has is refused.
 
     Raises:
@@ -1026,11 +1029,12 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         no_sync: bool = False,
         prefetch: bool = False,
         max_compiled_shapes: int = 4,
+        on_nonfinite: str | NonFiniteGuard | None = None,
         hotloop_step: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(fold, callbacks)
-        self._options = StepOptions(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes)
+        self._options = StepOptions(compile, cuda_graphs, no_sync, prefetch, max_compiled_shapes, on_nonfinite)
         if not isinstance(hotloop_step, bool):
             raise TypeError(f"hotloop_step should be True or False, got {hotloop_step!r}")
         self.save_path = _check_save_path(save_path)
@@ -1164,11 +1168,13 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         )
         closure = getattr(network, "closure", None)
         self._closure = closure if callable(closure) and not self._hotloop_step else None
-        if self._closure is not None and (self._options.compile is not False or self._options.cuda_graphs is not False):
+        options = self._options
+        stepwise = options.compile is not False or options.cuda_graphs is not False or options.on_nonfinite is not None
+        if self._closure is not None and stepwise:
             raise ValueError(
-                "compile and cuda_graphs apply to hotloop's step, and this network's closure runs each step as in "
-                "delira; pass hotloop_step=True to train with hotloop's step (network(batch['data']), the summed "
-                "criterions, optimizers['default'])"
+                "compile, cuda_graphs and on_nonfinite apply to hotloop's step, and this network's closure runs each "
+                "step as in delira; pass hotloop_step=True to train with hotloop's step (network(batch['data']), the "
+                "summed criterions, optimizers['default'])"
             )
 
     def _build_engines(self) -> None:
@@ -1185,8 +1191,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         self._collector = _PredictionCollector()
         self.eval_engine = Engine(eval_step)
         self.eval_engine.add_event_handler(Events.ITERATION_COMPLETED, self._collector)
-        for engine in (self.engine, self.eval_engine):
-            self._options.attach(engine, self.input_device)
+        self._options.attach(self.engine, self.input_device)
+        dataclasses.replace(self._options, on_nonfinite=None).attach(self.eval_engine, self.input_device)
 
     def _closure_steps(self) -> tuple[Callable, Callable]:
         return _ClosureTrainStep(self), _ClosureEvalStep(self)
@@ -1195,8 +1201,8 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         common: dict[str, Any] = {
             "device": self.input_device,
             "non_blocking": self.use_gpu,
-            "model_transform": _identity,
-            "model_fn": _call_model,
+            "model_transform": identity,
+            "model_fn": call_model,
             "amp": self.mixed_precision,
             "options": self._options,
         }
@@ -1205,7 +1211,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
             self._step_optimizer(),
             _SummedCriterions(self.criterions),
             prepare_batch=_StepBatch(self._prepare),
-            output_transform=_loss_detached if self._options.no_sync else _loss_item,
+            output_transform=train_output(loss_item, self._options),
             gradient_accumulation_steps=1,
             scaler=self.scaler,
             **common,
@@ -1229,7 +1235,7 @@ class PyTorchNetworkTrainer(AbstractNetworkTrainer):
         return next(iter(self.optimizers.values()))._optimizer
 
     def _autocast(self) -> Any:
-        return torch.autocast("cuda", dtype=torch.float16) if self.mixed_precision else contextlib.nullcontext()
+        return Autocast.cuda(self.mixed_precision, dtype=torch.float16)()
 
     def _make_save_path(self) -> None:
         if os.path.isdir(self.save_path):

@@ -16,7 +16,50 @@ from hotloop.step.amp import Autocast
 from hotloop.step.builder import EvalStep, Iteration, TrainStep
 from hotloop.step.options import StepOptions
 
-__all__ = ["build_eval_step", "build_train_step"]
+__all__ = [
+    "build_eval_step",
+    "build_train_step",
+    "call_model",
+    "identity",
+    "loss_detached",
+    "loss_item",
+    "pred_and_target",
+    "train_output",
+]
+
+
+# Ignite's defaults, as named functions (Ignite's are lambdas): ``train_output`` recognises ``loss_item``.
+
+
+def identity(output: Any) -> Any:
+    """Ignite's default ``model_transform``: the model's output as it is."""
+    return output
+
+
+def call_model(model: torch.nn.Module, x: Any) -> Any:
+    """Ignite's default ``model_fn``: ``model(x)``."""
+    return model(x)
+
+
+def loss_item(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> Any:
+    """Ignite's default training ``output_transform``: ``loss.item()`` (a host sync)."""
+    return loss.item()
+
+
+def loss_detached(x: Any, y: Any, y_pred: Any, loss: torch.Tensor) -> Any:
+    """The training output under ``no_sync``: ``loss.detach()``, a device tensor (no host sync)."""
+    return loss.detach()
+
+
+def pred_and_target(x: Any, y: Any, y_pred: Any) -> tuple[Any, Any]:
+    """Ignite's default evaluation ``output_transform``: ``(y_pred, y)``."""
+    return y_pred, y
+
+
+def train_output(output_transform: Callable[..., Any], options: StepOptions) -> Callable[..., Any]:
+    """The training ``output_transform`` under ``options``: ``no_sync`` turns the default :func:`loss_item` into
+    :func:`loss_detached`; any other transform is kept."""
+    return loss_detached if options.no_sync and output_transform is loss_item else output_transform
 
 
 def _checked_prepare_batch(batch: Any, device: Any = None, non_blocking: bool = False) -> tuple[Any, Any]:
