@@ -2,7 +2,8 @@
 
 ``exact=True`` must give MONAI's values and dtypes bit for bit, on random logits, on logits full of ties and on logits
 holding NaN.
-``exact=False`` (fused chains) must agree to an ulp on logits whose classes are at least 1 apart.
+``exact=False`` (fused chains) must agree to an ulp on logits whose classes are at least 1 apart, and bit for bit on
+half-precision scores (whose chains stay exact).
 """
 
 from __future__ import annotations
@@ -158,6 +159,22 @@ def test_fused_matches_monai_without_near_ties(case, channels):
     for dtype in (torch.float32, torch.float16):
         data = _data(channels, (3, 4, 5), dtype, "separated")
         _assert_same(fn(data), _monai(transform, data), exact=False)
+
+
+@pytest.mark.parametrize("case", ["softmax_argmax", "sigmoid_threshold", "softmax_onehot_label_onehot"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fused_keeps_monais_bits_for_half_scores(case, dtype):
+    # MONAI rounds half probabilities before its argmax / threshold: ties are common, so the chain runs exactly.
+    transform = CASES[case](3)
+    fused = batch_postprocessing(transform, exact=False)
+    data = _data(3, (6, 7, 8), dtype, "randn")
+    # Logits one ulp apart, near 0: distinct, but their probabilities round to the same half value (MONAI's argmax
+    # then takes the first channel, an argmax of the logits the last).
+    channels = [(0.1 * torch.randn(BATCH, 1, 6, 7, 8, generator=torch.Generator().manual_seed(3))).to(dtype)]
+    for _ in range(2):
+        channels.append(torch.nextafter(channels[-1], torch.full_like(channels[-1], float("inf"))))
+    data["pred"] = torch.cat(channels, dim=1)
+    _assert_same(fused(data), _monai(transform, data), exact=True)
 
 
 @pytest.mark.parametrize("exact", [True, False])

@@ -15,11 +15,11 @@ import monai.engines as monai_engines  # noqa: E402
 from _workflow_scenarios import Recorder, assert_same, loader, seg_net, seg_samples  # noqa: E402
 from ignite.engine import Engine as IgniteEngine  # noqa: E402
 from monai.handlers import ValidationHandler  # noqa: E402
-from monai.transforms import Activationsd  # noqa: E402
+from monai.transforms import Activationsd, AsDiscreted, Compose  # noqa: E402
 
 import hotloop  # noqa: E402
 import hotloop.workflows as hl_workflows  # noqa: E402
-from hotloop.workflows import workflow as workflow_module  # noqa: E402
+from hotloop.workflows import _postprocess as postprocess_module  # noqa: E402
 
 
 def _sigmoid_batch(data: dict) -> dict:
@@ -38,14 +38,14 @@ def _evaluate(mod: Any, **kwargs: Any) -> tuple[Any, Recorder]:
 def test_batch_postprocessing_gives_monais_per_sample_results(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict] = []
 
-    def translate(postprocessing: Any) -> Any:
+    def translate(postprocessing: Any, exact: bool) -> Any:
         def run(data: dict) -> dict:
             seen.append(data)
             return _sigmoid_batch(data)
 
         return run
 
-    monkeypatch.setattr(workflow_module, "_batch_postprocessing", translate)
+    monkeypatch.setattr(postprocess_module, "batch_postprocessing", translate)
     _, ref = _evaluate(monai_engines, postprocessing=Activationsd(keys="pred", sigmoid=True))
     got_engine, got = _evaluate(hl_workflows, postprocessing=Activationsd(keys="pred", sigmoid=True))
     assert len(seen) == 2  # one call per batch, not per sample
@@ -57,20 +57,46 @@ def test_batch_postprocessing_gives_monais_per_sample_results(monkeypatch: pytes
 
 
 def test_batch_postprocessing_is_not_used_without_decollate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workflow_module, "_batch_postprocessing", lambda post: pytest.fail("must not translate"))
+    monkeypatch.setattr(postprocess_module, "batch_postprocessing", lambda post, exact: pytest.fail("no translation"))
     _, ref = _evaluate(monai_engines, postprocessing=Activationsd(keys="pred", sigmoid=True), decollate=False)
     _, got = _evaluate(hl_workflows, postprocessing=Activationsd(keys="pred", sigmoid=True), decollate=False)
     assert_same(got.snapshots, ref.snapshots)
 
 
 def test_batch_postprocessing_falls_back_on_a_missing_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workflow_module, "_batch_postprocessing", lambda post: lambda data: data["id_only_in_batch"])
+    monkeypatch.setattr(postprocess_module, "batch_postprocessing", lambda post, exact: lambda d: d["id_only_in_batch"])
     post = Activationsd(keys="pred", sigmoid=True)
     _, ref = _evaluate(monai_engines, postprocessing=post)
     with pytest.warns(UserWarning, match="per-sample postprocessing"):
         engine, got = _evaluate(hl_workflows, postprocessing=post)
-    assert engine._hl_batch_post is None
+    assert engine._hl_post._batch is None
     assert_same(got.snapshots, ref.snapshots)
+
+
+@pytest.mark.parametrize("mode, exact", [("fused", False), ("exact", True), ("per_sample", None)])
+def test_postprocessing_is_one_handler_and_its_mode_picks_the_path(
+    monkeypatch: pytest.MonkeyPatch, mode: str, exact: bool | None
+) -> None:
+    asked: list[bool] = []
+    real = postprocess_module.batch_postprocessing
+
+    def translate(postprocessing: Any, exact: bool) -> Any:
+        asked.append(exact)
+        return real(postprocessing, exact=exact)
+
+    monkeypatch.setattr(postprocess_module, "batch_postprocessing", translate)
+    post = Compose([Activationsd(keys="pred", softmax=True), AsDiscreted(keys="pred", argmax=True, to_onehot=2)])
+    _, ref = _evaluate(monai_engines, postprocessing=post)
+    engine, got = _evaluate(hl_workflows, postprocessing=post, postprocessing_mode=mode)
+    assert asked == ([] if exact is None else [exact])
+    handlers = engine._event_handlers[hl_workflows.IterationEvents.MODEL_COMPLETED]
+    assert [entry[0] for entry in handlers].count(engine._hl_post) == 1 and handlers[0][0] is engine._hl_post
+    assert_same(got.snapshots, ref.snapshots)  # float32 logits without ties: the fused argmax is MONAI's too
+
+
+def test_postprocessing_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="postprocessing_mode should be one of"):
+        hl_workflows.SupervisedEvaluator("cpu", [], seg_net(), postprocessing_mode="fast")
 
 
 def test_monai_validation_handler_accepts_hotloop_evaluators() -> None:
@@ -161,7 +187,7 @@ _FUNCTIONS = ["default_prepare_batch", "default_make_latent", "default_metric_cm
 
 
 # hotloop-only keyword-only options appended after MONAI's arguments (docs/migration-monai.md, "Speed options").
-_HOTLOOP_ONLY = {"prefetch", "cuda_graphs", "max_compiled_shapes", "on_nonfinite"}
+_HOTLOOP_ONLY = {"prefetch", "cuda_graphs", "max_compiled_shapes", "on_nonfinite", "postprocessing_mode"}
 
 
 def _params(obj: Any) -> list[tuple[str, Any, Any]]:

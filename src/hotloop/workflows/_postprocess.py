@@ -16,19 +16,23 @@ key raises MONAI's ``KeyError``.
 
 Two modes:
 
-- ``exact=True`` (the default): the same values and dtypes as MONAI, bit for bit. Discrete steps (argmax, one-hot,
-  threshold, rounding) run batched — on CUDA through :mod:`hotloop.ops` (argmax → one-hot in one Triton pass), on the
-  host as ``torch.max(dim)`` and one comparison per class (``torch.argmax`` is not vectorized over the channel dim:
-  12× slower): their results are integers, equal whatever the kernel. Activations (sigmoid, softmax, transcendental
-  ``Lambdad`` functions) run with torch's own kernels on each sample's slice of the batch: torch's vectorized
-  kernels round the elements at a tensor's tail differently from the rest (1 ulp), so only a call on the sample's
-  own slice gives MONAI's bits, and a 1-ulp difference can move a later threshold or argmax. An activation followed
-  by a discretization of the same key runs sample by sample, so the batch's probabilities are never stored.
-- ``exact=False``: activations run batched (Triton on CUDA), and an activation followed by a discretization of the
-  same key is fused: ``softmax`` → ``argmax[→ one-hot]`` takes the argmax of the logits in one pass
-  (:func:`hotloop.ops.softmax_argmax`), ``sigmoid`` → ``threshold`` is :func:`hotloop.ops.sigmoid_threshold`.
-  Values may differ from MONAI's by an ulp after an activation, and an argmax where two softmax probabilities round
-  to the same value picks the larger logit where MONAI picks the lower index.
+- ``exact=True``: the same values and dtypes as MONAI, bit for bit. Discrete steps (argmax, one-hot, threshold,
+  rounding) run batched — on CUDA through :mod:`hotloop.ops` (argmax → one-hot in one Triton pass), on the host as
+  ``torch.max(dim)`` and one comparison per class (``torch.argmax`` is not vectorized over the channel dim: 12×
+  slower): their results are integers, equal whatever the kernel. Activations (sigmoid, softmax, transcendental
+  ``Lambdad`` functions) run with torch's own kernels on each sample's slice of the batch: torch's vectorized kernels
+  round the elements at a tensor's tail differently from the rest (1 ulp), so only a call on the sample's own slice
+  gives MONAI's bits, and a 1-ulp difference can move a later threshold or argmax. An activation followed by a
+  discretization of the same key runs sample by sample, so the batch's probabilities are never stored.
+- ``exact=False`` (fused; what the workflows use unless asked otherwise): activations run batched (one call, Triton
+  on CUDA), and an activation followed by a discretization of the same key is fused: ``softmax`` → ``argmax[→
+  one-hot]`` takes the argmax of the logits in one pass (:func:`hotloop.ops.softmax_argmax`), ``sigmoid`` →
+  ``threshold`` is :func:`hotloop.ops.sigmoid_threshold`. The tolerance against MONAI: values after an activation
+  within 1 ulp of the result dtype; a discretized voxel is MONAI's except where MONAI's float32 probabilities of
+  two classes are equal (MONAI takes the lower index, the fused argmax the larger logit) or within an ulp of the
+  threshold, and where a logit is NaN or +inf (MONAI's softmax is NaN there and its argmax 0; the fused argmax takes
+  the first NaN, else the first +inf, as :mod:`hotloop.ops` does). Float16 and bfloat16 scores, whose probabilities
+  MONAI rounds to the half dtype before its argmax or threshold (ties are then common), keep the exact chain.
 
 In both modes a label outside ``[0, to_onehot)`` gives an all-zero one-hot voxel (:func:`hotloop.ops.one_hot`) where
 MONAI's ``scatter_`` raises.
@@ -41,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +53,12 @@ from typing import Any
 import torch
 
 from hotloop import ops
+from hotloop.collate import decollate_batch
+from hotloop.workflows import _monai
 from hotloop.workflows._monai import HAS_MONAI
+from hotloop.workflows.utils import engine_apply_transform
 
-__all__ = ["HAS_MONAI", "BatchPostprocessing", "batch_postprocessing"]
+__all__ = ["HAS_MONAI", "POSTPROCESSING_MODES", "BatchPostprocessing", "Postprocess", "batch_postprocessing"]
 
 TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -60,6 +68,7 @@ _EXACT_ELEMENTWISE: frozenset[Callable[..., Any]] = frozenset(
     {torch.abs, torch.neg, torch.relu, torch.round, torch.floor, torch.ceil, torch.trunc, torch.sign}
 )
 _ROUNDED_ELEMENTWISE: frozenset[Callable[..., Any]] = frozenset({torch.sigmoid, torch.tanh, torch.exp, torch.log})
+_HALF = (torch.float16, torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -185,7 +194,7 @@ class _Chain:
     discrete: _Discrete
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.activation.exact:
+        if self.activation.exact or x.dtype in _HALF:  # half probabilities tie often: MONAI's bits only
             return self._per_sample(x)
         return self._fused(x)
 
@@ -525,7 +534,7 @@ def batch_postprocessing(
         postprocessing: The ``postprocessing`` argument of a MONAI workflow: a ``Compose`` of dict transforms, one
             dict transform, or ``None`` (the returned function then copies the dict unchanged).
         exact: ``True`` for MONAI's values bit for bit; ``False`` to fuse activations with the discretizations after
-            them (faster, equal up to an ulp after an activation and to near-ties of softmax probabilities).
+            them (faster; the tolerance is in the module docstring).
 
     Returns:
         The batch function, or ``None`` when the transform (or one of its arguments) is not one this module can prove
@@ -555,3 +564,107 @@ def batch_postprocessing(
     if steps is None:
         return None
     return BatchPostprocessing(tuple(_fuse(steps)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the workflows' MODEL_COMPLETED handler
+# ---------------------------------------------------------------------------------------------------------------------
+
+#: ``postprocessing_mode`` of the workflows: the fused batch path, the exact batch path, or MONAI's own per-sample path.
+POSTPROCESSING_MODES = ("fused", "exact", "per_sample")
+
+
+class Postprocess:
+    """A workflow's one ``MODEL_COMPLETED`` handler: postprocessing and decollation, as MONAI's two handlers do them.
+
+    With ``decollate``, ``state.batch`` and ``state.output`` become per-sample lists (MONAI's ``Decollated``); the
+    ``postprocessing`` transform then runs on each sample — or, where :func:`batch_postprocessing` translates it and
+    ``mode`` is not ``"per_sample"``, once on the batch before decollation (``"fused"``: the fused translation, within
+    the tolerance of the module docstring; ``"exact"``: MONAI's values bit for bit), which gives the same per-sample
+    results, MetaTensor metadata included. A translation that reads a key only the batch holds switches the workflow
+    to the per-sample path for good, with one warning. Without ``decollate`` the transform runs on the batch dicts as
+    MONAI runs it. The handler holds no engine.
+
+    Args:
+        mode: one of :data:`POSTPROCESSING_MODES`.
+        meta_type: MONAI's ``MetaTensor`` class, or None without MONAI.
+
+    Raises:
+        ValueError: ``mode`` is not one of :data:`POSTPROCESSING_MODES`.
+    """
+
+    def __init__(self, mode: str, meta_type: type | None) -> None:
+        if mode not in POSTPROCESSING_MODES:
+            raise ValueError(f"postprocessing_mode should be one of {POSTPROCESSING_MODES}, got {mode!r}")
+        self.mode = mode
+        self.meta_type = meta_type
+        self.decollate = False
+        self.transform: Callable[..., Any] | None = None
+        self._batch: Callable[[dict], dict] | None = None
+        self._translated = False
+
+    def __call__(self, engine: Any) -> None:
+        state = engine.state
+        batch_post = self._batch_level()
+        if batch_post is not None and isinstance(state.output, dict) and self._on_batch(state, batch_post):
+            per_sample = None
+        else:
+            per_sample = self.transform
+        if self.decollate:
+            if isinstance(state.batch, (list, dict)):
+                state.batch = decollate_batch(state.batch, detach=True)
+            if isinstance(state.output, (list, dict)):
+                state.output = decollate_batch(state.output, detach=True)
+        if per_sample is not None:
+            _apply_per_sample(state, per_sample)
+
+    def _batch_level(self) -> Callable[[dict], dict] | None:
+        """The batch-level translation, made on the first iteration (when ``decollate`` is final), or None."""
+        if not self._translated:
+            self._translated = True
+            # Only where MONAI applies the transform per sample (after decollation) may the batch take its place.
+            if self.decollate and self.transform is not None and self.mode != "per_sample":
+                self._batch = batch_postprocessing(self.transform, exact=self.mode == "exact")
+        return self._batch
+
+    def _on_batch(self, state: Any, post: Callable[[dict], dict]) -> bool:
+        """Run the batch-level postprocessing on ``state.output`` (plain tensors in, metadata put back after)."""
+        output = state.output
+        meta_type = self.meta_type
+        # Detached, as MONAI's decollation (``detach=True``) hands them to its per-sample postprocessing.
+        plain = {k: _detached(v, meta_type) for k, v in output.items()}
+        try:
+            result = post(plain)
+        except KeyError as error:
+            # The translation reads a key that only the batch holds: MONAI's per-sample path sees batch and output
+            # merged. Switch this workflow to that path for good.
+            warnings.warn(
+                f"hotloop: batch-level postprocessing needs key {error} that is not in the output; "
+                "using MONAI's per-sample postprocessing from now on",
+                stacklevel=2,
+            )
+            self._batch = None
+            return False
+        for k, v in result.items():
+            template = output.get(k)
+            if meta_type is not None and isinstance(template, meta_type) and isinstance(v, torch.Tensor):
+                v = _monai.like(v, template)  # the metadata MONAI's per-sample MetaTensors would carry
+            output[k] = v
+        return True
+
+
+def _detached(value: Any, meta_type: type | None) -> Any:
+    if not isinstance(value, torch.Tensor):
+        return value
+    if meta_type is not None and isinstance(value, meta_type):
+        value = value.as_tensor()  # type: ignore[attr-defined]
+    return value.detach()
+
+
+def _apply_per_sample(state: Any, transform: Callable[..., Any]) -> None:
+    """MONAI's postprocessing handler: the transform on each sample (or on the batch dicts without decollation)."""
+    if not isinstance(state.batch, list) or not isinstance(state.output, list):
+        state.batch, state.output = engine_apply_transform(batch=state.batch, output=state.output, transform=transform)
+    else:
+        for i, (b, o) in enumerate(zip(state.batch, state.output)):
+            state.batch[i], state.output[i] = engine_apply_transform(b, o, transform)

@@ -77,6 +77,7 @@ class Evaluator(Workflow):
         decollate: per-sample lists after the model work.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
+        postprocessing_mode: hotloop only (keyword-only); see :class:`~hotloop.workflows.Workflow`.
 
     Raises:
         ValueError: ``mode`` is not ``"eval"`` or ``"train"``.
@@ -102,6 +103,8 @@ class Evaluator(Workflow):
         decollate: bool = True,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        *,
+        postprocessing_mode: str = "fused",
     ) -> None:
         super().__init__(
             device=device,
@@ -122,6 +125,7 @@ class Evaluator(Workflow):
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
+            postprocessing_mode=postprocessing_mode,
         )
         self.mode = _mode_context(mode)
 
@@ -187,6 +191,7 @@ class SupervisedEvaluator(Evaluator):
         decollate: per-sample lists after the model work.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
+        postprocessing_mode: hotloop only (keyword-only); see :class:`~hotloop.workflows.Workflow`.
         compile: hotloop's ``compile`` (:class:`~hotloop.step.StepOptions`): False, True, ``"auto"`` or a dict of
             ``torch.compile`` arguments.
         compile_kwargs: ``torch.compile`` arguments when ``compile`` is True.
@@ -234,6 +239,7 @@ class SupervisedEvaluator(Evaluator):
         compile: bool | str | dict = False,
         compile_kwargs: dict | None = None,
         *,
+        postprocessing_mode: str = "fused",
         cuda_graphs: bool | str = False,
         prefetch: bool = False,
         max_compiled_shapes: int = 4,
@@ -257,6 +263,7 @@ class SupervisedEvaluator(Evaluator):
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
+            postprocessing_mode=postprocessing_mode,
         )
         options = StepOptions(
             compile_option(compile, compile_kwargs),
@@ -359,6 +366,7 @@ class EnsembleEvaluator(Evaluator):
         decollate: per-sample lists after the model work.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
+        postprocessing_mode: hotloop only (keyword-only); see :class:`~hotloop.workflows.Workflow`.
 
     Raises:
         ValueError: ``pred_keys`` and ``networks`` differ in length.
@@ -387,6 +395,8 @@ class EnsembleEvaluator(Evaluator):
         decollate: bool = True,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        *,
+        postprocessing_mode: str = "fused",
     ) -> None:
         super().__init__(
             device=device,
@@ -407,6 +417,7 @@ class EnsembleEvaluator(Evaluator):
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
+            postprocessing_mode=postprocessing_mode,
         )
         self.networks = _ensure_tuple(networks)
         self.pred_keys = (

@@ -120,6 +120,7 @@ class SupervisedTrainer(Trainer):
         optim_set_to_none: ``optimizer.zero_grad(set_to_none=...)``.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
+        postprocessing_mode: hotloop only (keyword-only); see :class:`~hotloop.workflows.Workflow`.
         compile: hotloop's ``compile`` (:class:`~hotloop.step.StepOptions`): False, True, ``"auto"`` or a dict of
             ``torch.compile`` arguments.
         compile_kwargs: ``torch.compile`` arguments when ``compile`` is True.
@@ -164,6 +165,7 @@ class SupervisedTrainer(Trainer):
         compile_kwargs: dict | None = None,
         accumulation_steps: int = 1,
         *,
+        postprocessing_mode: str = "fused",
         cuda_graphs: bool | str = False,
         prefetch: bool = False,
         max_compiled_shapes: int = 4,
@@ -190,6 +192,7 @@ class SupervisedTrainer(Trainer):
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
+            postprocessing_mode=postprocessing_mode,
         )
         options = StepOptions(
             compile_option(compile, compile_kwargs),
@@ -351,6 +354,7 @@ class GanTrainer(Trainer):
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
         to_kwargs: further ``Tensor.to`` arguments.
         amp_kwargs: arguments for ``torch.autocast``.
+        postprocessing_mode: hotloop only (keyword-only); see :class:`~hotloop.workflows.Workflow`.
 
     Raises:
         ValueError: ``train_data_loader`` is not a ``DataLoader``.
@@ -386,6 +390,8 @@ class GanTrainer(Trainer):
         optim_set_to_none: bool = False,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        *,
+        postprocessing_mode: str = "fused",
     ) -> None:
         if not isinstance(train_data_loader, DataLoader):
             raise ValueError("train_data_loader must be PyTorch DataLoader.")
@@ -405,6 +411,7 @@ class GanTrainer(Trainer):
             decollate=decollate,
             to_kwargs=to_kwargs,
             amp_kwargs=amp_kwargs,
+            postprocessing_mode=postprocessing_mode,
         )
         self.g_network = g_network
         self.g_optimizer = g_optimizer

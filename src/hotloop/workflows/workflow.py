@@ -13,17 +13,10 @@ from ignite.metrics import Metric
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
-from hotloop.collate import decollate_batch
 from hotloop.engine import Engine
 from hotloop.workflows import _monai
-from hotloop.workflows._postprocess import batch_postprocessing as _batch_postprocessing
-from hotloop.workflows.utils import (
-    _ensure_tuple,
-    default_metric_cmp_fn,
-    default_prepare_batch,
-    engine_apply_transform,
-    iteration_events,
-)
+from hotloop.workflows._postprocess import POSTPROCESSING_MODES, Postprocess
+from hotloop.workflows.utils import _ensure_tuple, default_metric_cmp_fn, default_prepare_batch, iteration_events
 
 __all__ = ["Workflow"]
 
@@ -43,14 +36,6 @@ def _is_scalar(val: Any) -> bool:
     except ImportError:
         return isinstance(val, (int, float, complex, str, bytes))
     return bool(np.isscalar(val))
-
-
-def _detached(value: Any, meta_type: type | None) -> Any:
-    if not isinstance(value, torch.Tensor):
-        return value
-    if meta_type is not None and isinstance(value, meta_type):
-        value = value.as_tensor()  # type: ignore[attr-defined]
-    return value.detach()
 
 
 class Workflow(Engine):
@@ -82,10 +67,15 @@ class Workflow(Engine):
         decollate: turn the batch and output into per-sample lists after the model work of each iteration.
         to_kwargs: further ``Tensor.to`` arguments for ``prepare_batch``.
         amp_kwargs: arguments for ``torch.autocast``.
+        postprocessing_mode: hotloop only (keyword-only): how ``postprocessing`` runs with ``decollate``: ``"fused"``
+            (default) once on the batch, fused, within the tolerance stated in ``docs/migration-monai.md``;
+            ``"exact"`` once on the batch, MONAI's values bit for bit; ``"per_sample"`` MONAI's own path, on each
+            sample after decollation. A transform hotloop cannot translate always runs per sample.
 
     Raises:
         TypeError: ``key_metric`` or ``additional_metrics`` is not a dict.
-        ValueError: ``event_names`` is not a list of strings or ``EventEnum``\\ s.
+        ValueError: ``event_names`` is not a list of strings or ``EventEnum``\\ s, or ``postprocessing_mode`` is
+            none of the above.
     """
 
     def __init__(
@@ -108,7 +98,13 @@ class Workflow(Engine):
         decollate: bool = True,
         to_kwargs: dict | None = None,
         amp_kwargs: dict | None = None,
+        *,
+        postprocessing_mode: str = "fused",
     ) -> None:
+        if postprocessing_mode not in POSTPROCESSING_MODES:
+            raise ValueError(
+                f"postprocessing_mode should be one of {POSTPROCESSING_MODES}, got {postprocessing_mode!r}"
+            )
         process_function: Any = _call_iteration if iteration_update is None else iteration_update
         super().__init__(process_function)
         self._hl_register_sampler_epoch(data_loader)
@@ -148,8 +144,8 @@ class Workflow(Engine):
         self._hl_events = events
         self._hl_meta_type = _monai.meta_tensor_type()
         self._hl_register_events(event_names, event_to_attr, events)
-        self._hl_batch_post: Callable[[dict], dict] | None = None
-        self._hl_decollate = decollate
+        self._hl_post: Postprocess | None = None
+        self._hl_post_mode = postprocessing_mode
         if decollate:
             self._register_decollate()
         if postprocessing is not None:
@@ -184,61 +180,21 @@ class Workflow(Engine):
             else:
                 raise ValueError("`event_names` must be a list of strings or EventEnums.")
 
+    def _hl_postprocess(self) -> Postprocess:
+        """The one ``MODEL_COMPLETED`` handler that decollates and postprocesses, attached on first use."""
+        handler = self._hl_post
+        if handler is None:
+            handler = self._hl_post = Postprocess(self._hl_post_mode, self._hl_meta_type)
+            self.add_event_handler(self._hl_events.MODEL_COMPLETED, handler)
+        return handler
+
     def _register_decollate(self) -> None:
         """Decollate ``state.batch`` and ``state.output`` on ``MODEL_COMPLETED`` (MONAI's ``Decollated``)."""
-
-        @self.on(self._hl_events.MODEL_COMPLETED)
-        def _decollate_data(engine: Workflow) -> None:
-            post = engine._hl_batch_post
-            if post is not None and isinstance(engine.state.output, dict):
-                engine._hl_postprocess_batch(post)
-            if isinstance(engine.state.batch, (list, dict)):
-                engine.state.batch = decollate_batch(engine.state.batch, detach=True)
-            if isinstance(engine.state.output, (list, dict)):
-                engine.state.output = decollate_batch(engine.state.output, detach=True)
+        self._hl_postprocess().decollate = True
 
     def _register_postprocessing(self, posttrans: Callable) -> None:
-        """Apply ``posttrans`` on ``MODEL_COMPLETED``: batch-level when it can be translated, else per sample."""
-        # The batch-level translation applies a per-sample transform to the whole batch, so it is used only where
-        # MONAI applies the transform per sample: after decollation, i.e. with ``decollate=True``.
-        if self._hl_decollate:
-            self._hl_batch_post = _batch_postprocessing(posttrans)
-
-        @self.on(self._hl_events.MODEL_COMPLETED)
-        def _run_postprocessing(engine: Workflow) -> None:
-            if engine._hl_batch_post is not None:
-                return  # done on the batch by ``_decollate_data`` before it decollated
-            if not isinstance(engine.state.batch, list) or not isinstance(engine.state.output, list):
-                engine.state.batch, engine.state.output = engine_apply_transform(
-                    batch=engine.state.batch, output=engine.state.output, transform=posttrans
-                )
-            else:
-                for i, (b, o) in enumerate(zip(engine.state.batch, engine.state.output)):
-                    engine.state.batch[i], engine.state.output[i] = engine_apply_transform(b, o, posttrans)
-
-    def _hl_postprocess_batch(self, post: Callable[[dict], dict]) -> None:
-        """Run the batch-level postprocessing on ``state.output`` (plain tensors in, metadata put back after)."""
-        output = self.state.output
-        meta_type = self._hl_meta_type
-        # Detached, as MONAI's decollation (``detach=True``) hands them to its per-sample postprocessing.
-        plain = {k: _detached(v, meta_type) for k, v in output.items()}
-        try:
-            result = post(plain)
-        except KeyError as error:
-            # The translation reads a key that only the batch holds: MONAI's per-sample path sees batch and output
-            # merged. Switch this workflow to that path for good.
-            warnings.warn(
-                f"hotloop: batch-level postprocessing needs key {error} that is not in the output; "
-                "using MONAI's per-sample postprocessing from now on",
-                stacklevel=2,
-            )
-            self._hl_batch_post = None
-            return
-        for k, v in result.items():
-            template = output.get(k)
-            if meta_type is not None and isinstance(template, meta_type) and isinstance(v, torch.Tensor):
-                v = _monai.like(v, template)  # the metadata MONAI's per-sample MetaTensors would carry
-            output[k] = v
+        """Apply ``posttrans`` on ``MODEL_COMPLETED``: on the batch where it translates, else per sample."""
+        self._hl_postprocess().transform = posttrans
 
     def _register_metrics(self, k_metric: dict, add_metrics: dict | None = None) -> None:
         """Attach the key metric and the additional metrics, and track the best key metric every epoch."""
