@@ -6,6 +6,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -157,6 +158,10 @@ class CompiledStep:
         return out
 
 
+def _call_model(model: torch.nn.Module, inputs: Any, *args: Any) -> Any:
+    return model(inputs, *args)
+
+
 class CompiledModel:
     """A model whose forward runs through :class:`CompiledStep`: one compiled graph per input shape, up to a limit.
 
@@ -173,7 +178,9 @@ class CompiledModel:
     def __init__(self, model: torch.nn.Module, compile_kwargs: dict[str, Any], max_shapes: int = 4) -> None:
         self.model = model
         self.step = CompiledStep(
-            model.__call__,
+            # A function of ours that calls the model: dynamo does not trace a frame of torch's own files, so
+            # ``model.__call__`` itself would run eagerly; called from here, ``Module.__call__`` is inlined.
+            partial(_call_model, model),
             compile_kwargs,
             fallback=model.__call__,
             state=(model,),
