@@ -4,7 +4,8 @@ Each scenario is run on both engines and everything observable is recorded: the 
 epoch, iteration and ``last_event_name`` at that moment, and the arguments the handler got), what the process
 function sees, the state and private bookkeeping after every ``run()``, ``state_dict()``, the keys of
 ``_event_handlers``, warnings, log records, exceptions, and how often the data was iterated. The two recordings
-must be equal. Scenarios come from hypothesis; the surfaces listed in ``PARITY.md`` get explicit tests below.
+must be equal. Scenarios come from hypothesis; the surfaces listed in ``docs/parity.md`` ("The surfaces of Ignite's
+Engine that real code touches") get explicit tests below.
 """
 
 from __future__ import annotations
@@ -759,7 +760,7 @@ def test_parity_generated_scenarios(plan: dict) -> None:
     assert_same(run_scenario(IgniteEngine, plan), run_scenario(HotEngine, plan))
 
 
-# -- explicit tests of the surfaces listed in PARITY.md ------------------------------------------------------------
+# -- explicit tests of the surfaces listed in docs/parity.md ---------------------------------------------------------
 
 
 @pytest.fixture
