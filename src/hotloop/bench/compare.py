@@ -2,8 +2,8 @@
 
 Every scenario of every registered case (:mod:`hotloop.bench.cases`) runs its providers — ``raw`` (a bare loop), the
 original (``ignite``) and ``hotloop`` — interleaved round by round after warm-up rounds, so that the machine's drift
-hits all of them alike, each round's order rotated by one (raw, ignite, hotloop, then ignite, hotloop, raw, …) so that
-no provider always follows the same one (what a round leaves running, a loader prefetching its next epoch, slows the
+hits all of them alike, each timed round in its own order (a permutation seeded by the round's number) so that no
+provider always follows the same one (what a round leaves behind, a loader prefetching its next epoch, slows the
 next). Each timed round syncs the device before it stops the clock. The command prints a summary (one row per
 scenario: the original's and hotloop's figures, their ratio, the candidate against further originals, the
 equal-losses check, the target and the verdict), writes the detailed table (every provider) to
@@ -105,6 +105,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -247,7 +248,7 @@ def _measure(
             tick()
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for index in range(rounds):
-        for name in _rotated(list(runs), index):
+        for name in _round_order(list(runs), index):
             seconds, result = _timed(runs[name])
             samples[name].append(seconds / (result.iterations or iterations) * 1e6)
             losses[name] = result.loss
@@ -255,14 +256,16 @@ def _measure(
     return samples, losses
 
 
-def _rotated(names: list[str], index: int) -> list[str]:
-    """Round ``index``'s order: the providers' order rotated by ``index``, so that each runs after every other in turn.
+def _round_order(names: list[str], index: int) -> list[str]:
+    """Round ``index``'s order of the providers: a permutation drawn from a generator seeded with ``index`` (the same
+    every run; the global random state is left alone).
 
-    A round can leave work behind that slows the next one (a loader's threads prefetching its next epoch, a collector
-    or allocator catching up): in a fixed order the same provider would always pay for the same predecessor.
+    A round can leave work behind that slows the next one: a loader's threads prefetching its next epoch, or
+    Lightning's ``fit``, whose teardown shuts a ``DataLoader``'s persistent workers down so that whoever reads it next
+    spawns them again. In a fixed order, or a rotated one, the same provider always follows the same one and pays for
+    it every round.
     """
-    shift = index % len(names)
-    return names[shift:] + names[:shift]
+    return random.Random(index).sample(names, len(names))
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:

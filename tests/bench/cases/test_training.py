@@ -96,3 +96,13 @@ def test_digits_png_loaders_give_the_same_batches():
         assert x.shape == dx.shape == (64, 1, 8, 8)
         torch.testing.assert_close(dx, x, atol=1e-5, rtol=0)
         assert torch.equal(dy.long(), y)
+
+
+def test_lightning_leaves_a_shared_loaders_workers_running():
+    dataset = torch.utils.data.TensorDataset(torch.randn(8, 5), torch.randint(0, 3, (8,)))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=1, persistent_workers=True)
+    _training.raw_loop(_setup, lambda iterations: loader, _CPU)(2)()
+    workers = loader._iterator
+    assert workers is not None
+    assert math.isfinite(_training.lightning(_setup, lambda iterations: loader, _CPU)(2)().loss)
+    assert loader._iterator is workers  # not shut down by Lightning's teardown: the next reader does not respawn them

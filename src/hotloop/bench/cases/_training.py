@@ -128,20 +128,22 @@ def engine(make: Callable[..., Any], setup: Setup, data: Data, device: torch.dev
 
 
 class _Sized:
-    """A sized iterable over a list of batches: Lightning takes it as one loader (a list would be a list of them)."""
+    """A sized iterable over batches, each ``iter()`` one epoch of them.
+
+    Lightning takes it as one loader (a list would be a list of loaders). A ``DataLoader`` is handed over behind it
+    too: at the end of every ``fit`` Lightning shuts down the persistent workers of the loaders it was given (its
+    ``CombinedLoader.reset``), which a real run does once, after its last epoch; here each round, and whichever
+    provider reads the shared loader next, would pay for spawning them again.
+    """
 
     def __init__(self, batches: Iterable[Any]) -> None:
-        self._batches = list(batches)
+        self._batches = batches if isinstance(batches, torch.utils.data.DataLoader) else list(batches)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._batches)
 
     def __len__(self) -> int:
-        return len(self._batches)
-
-
-def _loader(batches: Iterable[Any]) -> Any:
-    return batches if isinstance(batches, torch.utils.data.DataLoader) else _Sized(batches)
+        return len(self._batches)  # type: ignore[arg-type]  # a DataLoader over a sized dataset, or a list
 
 
 def _lightning() -> Any:
@@ -228,7 +230,7 @@ def lightning(setup: Setup, data: Data, device: torch.device, fit_seconds: list[
             def configure_optimizers(self) -> torch.optim.Optimizer:
                 return optimizer
 
-        module, loader = Module(), _loader(data(iterations))
+        module, loader = Module(), _Sized(data(iterations))
 
         def run() -> Round:
             seconds = _fit(pl, module, loader, device, fit_seconds)
