@@ -471,14 +471,20 @@ def _rate(samples_per_s: float) -> str:
     return f"{_significant(samples_per_s)} samples/s"
 
 
+def _shown_rate(batch_size: int | None, us_per_iter: float, form: str = "{}") -> str:
+    """samples/s of the median time per iteration (what the table shows beside it), or nothing without a batch size.
+
+    Not the median of the per-round rates: over an even number of rounds that can differ from it."""
+    return "" if batch_size is None else form.format(_rate(batch_size / us_per_iter * 1e6))
+
+
 def _cost(result: dict[str, Any], name: str) -> str:
     """A provider's figure in the summary: its time per iteration (and samples/s) for a throughput scenario, its
     cost over the baseline for an overhead one."""
     provider = result["providers"][name]
     if result["metric"] == "throughput":
-        rate = provider["samples_per_s"]
-        per_step = _duration(provider["us_per_iter"]["median"])
-        return f"{name} {per_step}" + ("" if rate is None else f" ({_rate(rate['median'])})")
+        per_step = provider["us_per_iter"]["median"]
+        return f"{name} {_duration(per_step)}" + _shown_rate(result["batch_size"], per_step, " ({})")
     return f"{name} {_overhead(provider['overhead_vs_baseline_us']['median'], result['resolution_us'])}"
 
 
@@ -533,7 +539,6 @@ def _detail_rows(result: dict[str, Any]) -> list[list[str]]:
     for name, provider in result["providers"].items():
         per_iter = provider["us_per_iter"]
         over = provider["overhead_vs_baseline_us"]["median"]
-        rate = provider["samples_per_s"]
         rows.append(
             [
                 f"{result['case']}/{result['scenario']}",
@@ -541,7 +546,7 @@ def _detail_rows(result: dict[str, Any]) -> list[list[str]]:
                 _roles(result, name),
                 _duration(per_iter["median"]),
                 f"{_duration(per_iter['q1'])} – {_duration(per_iter['q3'])}",
-                "—" if rate is None else _rate(rate["median"]),
+                _shown_rate(result["batch_size"], per_iter["median"]) or "—",
                 "—" if name == result["baseline"] else _overhead(over, result["resolution_us"]),
                 _final_loss(result, name),
             ]
