@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,93 @@ def test_missing_matplotlib_fails_before_anything_is_measured(compare, hide_pack
         "pip install 'hotloop[bench]'\n"
     )
     assert not any(tmp_path.iterdir())
+
+
+def _scenario(providers: dict, iterations: int = 1, **options: Any) -> Scenario:
+    return Scenario(
+        name="s", description="d", iterations=iterations, quick_iterations=iterations, providers=providers, **options
+    )
+
+
+def _throughput(compare, samples: dict[str, list[float]], losses: dict | None = None, **options: Any) -> dict:
+    providers = {name: (lambda iterations: lambda: None) for name in samples}
+    scenario = _scenario(providers, metric="throughput", batch_size=64, **options)
+    return compare._summarize("case", scenario, 1, samples, losses)
+
+
+def test_throughput_scenarios_show_time_per_step_and_the_speedup(compare):
+    samples = {"raw": [3.0, 3.0, 3.0], "ignite": [4.0, 4.0, 8.0], "hotloop": [2.0, 2.0, 2.0], "lightning": [8.0] * 3}
+    summary = _throughput(compare, samples, also=("lightning",), target=2.0)
+    assert (summary["ratio_shown"], summary["result"]) == ("2.00×", "PASS")  # the median of per-round ratios 2, 2, 4
+    assert summary["comparisons"]["ignite"]["per_round"]["max"] == 4.0
+    assert summary["providers"]["hotloop"]["samples_per_s"]["median"] == pytest.approx(32e6)
+    row = compare._summary_table([summary]).splitlines()[2]
+    assert "| ignite 4.00 µs (16.0M samples/s) " in row and "| hotloop 2.00 µs (32.0M samples/s) " in row
+    assert "| lightning ÷ hotloop 4.00× |" in row
+    # the raw loop is faster than hotloop here: an overhead figure would say "within noise", the speed-up does not
+    assert "within noise" not in row
+
+
+def test_losses_that_differ_fail_the_scenario(compare):
+    samples = {"raw": [1.0], "ignite": [2.0], "hotloop": [1.0]}
+    steps = ("raw", "ignite", "hotloop")
+    equal = _throughput(compare, samples, {"raw": 0.5, "ignite": 0.5, "hotloop": 0.5}, same_steps=steps)
+    assert (equal["losses"]["equal"], equal["result"]) == (True, None)
+    assert "| equal (3 providers) |" in compare._summary_table([equal])
+    differ = _throughput(compare, samples, {"raw": 0.5, "ignite": 0.5, "hotloop": 0.6}, same_steps=steps)
+    assert (differ["losses"]["differ"], differ["result"]) == (["hotloop"], "FAIL")
+    assert "| DIFFER: hotloop |" in compare._summary_table([differ])
+    unknown = _throughput(compare, samples, {"raw": 0.5}, same_steps=steps)  # one loss: nothing to compare
+    assert (unknown["losses"], unknown["result"]) == (None, None)
+
+
+@pytest.fixture
+def no_gc(compare, monkeypatch):
+    """Rounds without the full collection before each (0.1-0.3 s with torch and Lightning loaded): nothing to time."""
+    monkeypatch.setattr(compare.gc, "collect", lambda: 0)
+
+
+def test_a_round_that_times_itself_is_taken_at_its_word(compare, no_gc):
+    from hotloop.bench.cases import Round
+
+    providers = {
+        "raw": lambda iterations: lambda: None,
+        "ignite": lambda iterations: lambda: Round(seconds=0.5, loss=1.5),
+        "hotloop": lambda iterations: lambda: Round(seconds=0.5, iterations=1000),
+    }
+    samples, losses = compare._measure(_scenario(providers, 10), 10, 0, 2, lambda: None)
+    assert samples["ignite"] == [50_000.0, 50_000.0] and samples["hotloop"] == [500.0, 500.0]
+    assert losses == {"raw": None, "ignite": 1.5, "hotloop": None}
+
+
+def _recording(order: list[str], name: str):
+    return lambda iterations: lambda: order.append(name)
+
+
+def test_rounds_run_the_providers_in_varying_orders(compare, no_gc):
+    order: list[str] = []
+    providers = {name: _recording(order, name) for name in "abcd"}
+    roles = {"reference": "a", "baseline": "a", "original": "b", "candidate": "c"}
+    compare._measure(_scenario(providers, **roles), 1, 1, 8, lambda: None)
+    rounds = ["".join(order[i : i + 4]) for i in range(0, len(order), 4)]
+    assert rounds[0] == "abcd" and all(sorted(r) == list("abcd") for r in rounds)  # warm-up in order, then each once
+    followers = {r[r.index("a") + 1] for r in rounds[1:] if not r.endswith("a")}
+    assert len(followers) >= 2  # "a" is not always followed by the same provider
+    again: list[str] = []
+    compare._measure(_scenario({name: _recording(again, name) for name in "abcd"}, **roles), 1, 1, 8, lambda: None)
+    assert again == order  # the orders are the same every run
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"also": ("nope",)}, "also='nope'"),
+        ({"same_steps": ("raw", "nope")}, "same_steps='nope'"),
+        ({"metric": "speed"}, "metric should be one of"),
+        ({"batch_size": 0}, "batch_size should be positive"),
+    ],
+)
+def test_scenario_rejects_unknown_providers_and_metrics(options, message):
+    providers = {name: (lambda iterations: lambda: None) for name in ("raw", "ignite", "hotloop")}
+    with pytest.raises(ValueError, match=message):
+        _scenario(providers, **options)

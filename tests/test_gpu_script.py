@@ -116,7 +116,7 @@ def test_dry_run_measures_every_part_and_passes_its_checks(dry_run: tuple[int, P
     for workload in ("trainer_cnn", "trainer_transformer"):
         providers = parts[workload]["summary"]["providers"]
         expected = {"raw", "ignite", "hotloop", "hotloop_nosync", "hotloop_auto", "hotloop_graphs", "lightning"}
-        assert set(providers) == expected | {"lightning_loop"}, parts[workload]["notes"]
+        assert set(providers) == expected | {"lightning_fit"}, parts[workload]["notes"]
         assert all(p["us_per_iter"]["median"] > 0 for p in providers.values())
     ops = parts["kernels"]["ops"]
     assert len(ops) == 6 and all({"triton", "torch"} <= set(op["us"]) for op in ops)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DALI",
+    "LIGHTNING",
     "MATPLOTLIB",
     "MONAI",
     "PILLOW",
@@ -62,6 +63,7 @@ class Requirement:
 SKLEARN = Requirement("sklearn", "scikit-learn", "bench")
 TQDM = Requirement("tqdm", "tqdm", "bench")
 MATPLOTLIB = Requirement("matplotlib", "matplotlib", "bench")
+LIGHTNING = Requirement("lightning", "lightning", "bench")
 PILLOW = Requirement("PIL", "Pillow", "images")
 MONAI = Requirement("monai", "monai", "monai")
 DALI = Requirement("nvidia.dali", "nvidia-dali-cuda120", "dali")

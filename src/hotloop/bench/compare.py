@@ -1,10 +1,12 @@
 """Side-by-side comparison of hotloop against the bare loop and the original, in one process.
 
 Every scenario of every registered case (:mod:`hotloop.bench.cases`) runs its providers — ``raw`` (a bare loop), the
-original (``ignite``) and ``hotloop`` — interleaved round by round (raw, ignite, hotloop, raw, ignite, hotloop, …) after
-warm-up rounds, so that the machine's drift hits all of them alike. Each timed round syncs the device before it stops
-the clock. The command prints a summary (one row per scenario: the original's and hotloop's cost per iteration over
-the scenario's baseline, their ratio, the target and the verdict), writes the detailed table (every provider) to
+original (``ignite``) and ``hotloop`` — interleaved round by round after warm-up rounds, so that the machine's drift
+hits all of them alike, each timed round in its own order (a permutation seeded by the round's number) so that no
+provider always follows the same one (what a round leaves behind, a loader prefetching its next epoch, slows the
+next). Each timed round syncs the device before it stops the clock. The command prints a summary (one row per
+scenario: the original's and hotloop's figures, their ratio, the candidate against further originals, the
+equal-losses check, the target and the verdict), writes the detailed table (every provider) to
 ``results.md`` and the same numbers as JSON to ``results.json`` beside it, and draws two PNG charts:
 ``us_per_iter.png`` (one panel per case, µs per iteration of every provider) and ``ratios.png`` (each scenario's
 overhead ratio against its target). A progress bar on stderr counts the rounds.
@@ -20,21 +22,32 @@ Usage::
     hotloop bench --only handlers  # one case or scenario (``case``, ``scenario`` or ``case/scenario``)
     hotloop bench --output out/ --json out/run.json --check
 
-``--check`` exits with 1 when a scenario misses its target; otherwise the exit code is 0 whatever the result.
+``--check`` exits with 1 when a scenario fails (misses its target, or its equal-losses check); otherwise the exit code
+is 0 whatever the result.
 
-Overheads are per-round paired differences (``provider − reference`` within one round), summarized by their median and
-quartiles; the overhead ratio is ``median(original − baseline) / median(candidate − baseline)``. The ``baseline`` is the
-``reference`` (``raw``) unless the scenario says otherwise (``handlers`` takes the issue's bare loop without handlers,
-``bare``). The ratio is shown to three significant digits and a scenario passes when that shown figure is at least
-its target. No negative or infinite figure is shown: a median overhead below zero is "≈ 0, within noise" (hotloop's
+A scenario is measured in one of two ways (its ``metric``). **Overhead** (the engine loops, the ops): costs per
+iteration over a baseline. They are per-round paired differences (``provider − reference`` within one round),
+summarized by their median and quartiles; the overhead ratio is ``median(original − baseline) / median(candidate −
+baseline)``. The ``baseline`` is the ``reference`` (``raw``) unless the scenario says otherwise (``handlers`` takes the
+issue's bare loop without handlers, ``bare``). **Throughput** (training steps, where the step's own work dominates and
+an overhead over the bare loop is lost in its noise): whole times per iteration, shown with samples/s, and the ratio is
+the median of the per-round ratios ``original / candidate``, the candidate's speed-up. Either ratio is shown to three
+significant digits and a scenario passes when that shown figure is at least its target; the candidate is also
+compared, in the same way, with the scenario's further originals (``also``: Lightning). A provider that times its own
+loop (Lightning's ``Trainer.fit``, whose set-up in each call is not a per-iteration cost) returns a
+:class:`~hotloop.bench.cases.Round` with its seconds; the providers that run the same steps on the same data
+(``same_steps``) must end on the same loss, or the scenario fails.
+
+No negative or infinite figure is shown: a median overhead below zero is "≈ 0, within noise" (hotloop's
 makes the ratio "unbounded", a pass), one below the clock's resolution over a round (``resolution_us``:
 ``perf_counter``'s resolution ÷ iterations) is "< timer resolution" (hotloop's makes the ratio a lower bound,
 ``> N×``), and an original's leaves the ratio "n/a" (a fail where there is a target).
 
-JSON schema (``schema_version`` 1)::
+JSON schema (``schema_version`` 2; 2 added ``metric``, ``batch_size``, ``also``, ``comparisons``, ``losses`` and the
+providers' ``samples_per_s`` and ``final_loss``)::
 
     {
-      "schema_version": 1,
+      "schema_version": 2,
       "date": "2025-01-01T12:00:00+00:00",          # UTC, ISO 8601
       "mode": "full" | "quick",
       "warmup_rounds": int, "rounds": int,
@@ -44,14 +57,19 @@ JSON schema (``schema_version`` 1)::
       "scenarios": [
         {
           "case": str, "scenario": str, "description": str,
+          "metric": "overhead" | "throughput",
           "iterations": int,                         # iterations per timed round
+          "batch_size": int | null,                  # samples per iteration
           "resolution_us": float,                    # the clock's resolution per iteration of one round
           "reference": str, "baseline": str, "original": str, "candidate": str,   # provider names
+          "also": [str, ...],                        # further originals the candidate is compared with
           "providers": {
             "<provider>": {                          # in run order
               "us_per_iter": STATS,                  # µs per iteration over the rounds
+              "samples_per_s": STATS | null,         # batch_size / µs per iteration, per round
               "overhead_vs_reference_us": STATS,     # per-round (provider − reference), µs per iteration
               "overhead_vs_baseline_us": STATS,      # per-round (provider − baseline), µs per iteration
+              "final_loss": float | null,            # the loss of its last step, when its rounds report one
               "samples_us_per_iter": [float, ...]    # one per timed round, in round order
             }
           },
@@ -59,9 +77,17 @@ JSON schema (``schema_version`` 1)::
             "vs_baseline": float | null,             # null when the candidate's overhead is ≤ 0 (within noise)
             "vs_reference": float | null
           },
-          "ratio_shown": str,                        # the vs_baseline ratio as printed ("18.3×", "> 5000×", "n/a")
-          "target_ratio": float | null,              # least shown vs_baseline ratio that passes
-          "result": "PASS" | "FAIL" | null           # null when the scenario has no target
+          "comparisons": {                           # the original and each of "also", against the candidate
+            "<provider>": {
+              "ratio": float | null,                 # the metric's ratio (overhead: null when not a finite figure)
+              "shown": str,                          # as printed ("18.3×", "> 5000×", "n/a (…)")
+              "per_round": STATS | null              # throughput: the per-round ratios
+            }
+          },
+          "ratio_shown": str,                        # comparisons[original].shown
+          "target_ratio": float | null,              # least shown ratio that passes
+          "losses": {"providers": [str, ...], "rtol": float, "equal": bool, "differ": [str, ...]} | null,
+          "result": "PASS" | "FAIL" | null           # null when the scenario has no target and its losses agree
         }
       ]
     }
@@ -79,6 +105,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -92,7 +119,7 @@ import torch
 import hotloop
 from hotloop._optional import MATPLOTLIB, require
 from hotloop._third_party import quiet_third_party_logs
-from hotloop.bench.cases import Scenario, device_sync, load_cases, skipped_cases
+from hotloop.bench.cases import Round, Scenario, device_sync, load_cases, skipped_cases
 
 __all__ = ["add_arguments", "main", "provider_colors", "run"]
 
@@ -180,34 +207,65 @@ def _select(cases: dict[str, list[Scenario]], only: str | None, skipped: dict[st
     return selected
 
 
-def _time_round(run: Callable[[], object]) -> float:
-    """Seconds for one call of ``run``, the device synced on both sides of the timed region."""
+def _timed(run: Callable[[], object]) -> tuple[float, Round]:
+    """One call of ``run``: its seconds and what it returned (an empty :class:`Round` when not a ``Round``).
+
+    The seconds are the provider's own measurement of its loop when the round returns one (``Round.seconds``),
+    otherwise the call's, the device synced on both sides of the timed region.
+    """
     gc.collect()
     device_sync()
     start = time.perf_counter()
-    run()
+    result = run()
     device_sync()
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if not isinstance(result, Round):
+        return elapsed, Round()
+    return (elapsed if result.seconds is None else result.seconds), result
+
+
+def _time_round(run: Callable[[], object]) -> float:
+    """Seconds of one call of ``run`` (see :func:`_timed`)."""
+    return _timed(run)[0]
 
 
 def _measure(
     scenario: Scenario, iterations: int, warmup_rounds: int, rounds: int, tick: Callable[[], object]
-) -> dict[str, list[float]]:
-    """Runs the providers interleaved, round after round; returns µs per iteration of each timed round.
+) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+    """Runs the providers interleaved, round after round.
 
     ``tick()`` is called after each round, outside the timed region (it advances the progress bar).
+
+    Returns:
+        µs per iteration of each timed round, per provider; and each provider's loss after its last round (``None``
+        when its rounds do not report one).
     """
     runs = {name: build(iterations) for name, build in scenario.providers.items()}
+    losses: dict[str, float | None] = dict.fromkeys(runs)
     for _ in range(warmup_rounds):
-        for run in runs.values():
-            _time_round(run)
+        for name, run in runs.items():
+            losses[name] = _timed(run)[1].loss
             tick()
     samples: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            samples[name].append(_time_round(run) / iterations * 1e6)
+    for index in range(rounds):
+        for name in _round_order(list(runs), index):
+            seconds, result = _timed(runs[name])
+            samples[name].append(seconds / (result.iterations or iterations) * 1e6)
+            losses[name] = result.loss
             tick()
-    return samples
+    return samples, losses
+
+
+def _round_order(names: list[str], index: int) -> list[str]:
+    """Round ``index``'s order of the providers: a permutation drawn from a generator seeded with ``index`` (the same
+    every run; the global random state is left alone).
+
+    A round can leave work behind that slows the next one: a loader's threads prefetching its next epoch, or
+    Lightning's ``fit``, whose teardown shuts a ``DataLoader``'s persistent workers down so that whoever reads it next
+    spawns them again. In a fixed order, or a rotated one, the same provider always follows the same one and pays for
+    it every round.
+    """
+    return random.Random(index).sample(names, len(names))
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -273,12 +331,60 @@ def _verdict(shown: float | None, target: float | None) -> str | None:
     return "PASS" if shown is not None and shown >= target else "FAIL"
 
 
-def _summarize(case: str, scenario: Scenario, iterations: int, samples: dict[str, list[float]]) -> dict[str, Any]:
+def _rates(values: Sequence[float], batch_size: int | None) -> dict[str, float] | None:
+    """samples/s of each round (batch size ÷ µs per iteration), summarized; ``None`` without a batch size."""
+    if batch_size is None:
+        return None
+    return _stats([batch_size / value * 1e6 for value in values])
+
+
+def _speedup(samples: dict[str, list[float]], other: str, candidate: str) -> dict[str, float]:
+    """Per-round ``other ÷ candidate`` of times per iteration, summarized: the candidate's speed-up over ``other``."""
+    return _stats([theirs / ours for theirs, ours in zip(samples[other], samples[candidate])])
+
+
+def _comparison(
+    scenario: Scenario, providers: dict[str, dict[str, Any]], samples: dict[str, list[float]], other: str, res: float
+) -> tuple[dict[str, Any], float | None]:
+    """``other`` against the candidate as the scenario's metric says: the ratio, the figure shown and its spread
+    (throughput: the per-round ratios); and the number a verdict is taken from (see :func:`_shown_ratio`)."""
+    if scenario.metric == "throughput":
+        per_round = _speedup(samples, other, scenario.candidate)
+        shown = _significant(per_round["median"])
+        return {"ratio": per_round["median"], "shown": f"{shown}×", "per_round": per_round}, float(shown)
+    original = providers[other]["overhead_vs_baseline_us"]["median"]
+    candidate = providers[scenario.candidate]["overhead_vs_baseline_us"]["median"]
+    ratio_shown, value = _shown_ratio(original, candidate, res)
+    return {"ratio": _ratio(original, candidate), "shown": ratio_shown, "per_round": None}, value
+
+
+def _loss_check(scenario: Scenario, losses: dict[str, float | None]) -> dict[str, Any] | None:
+    """Whether the providers that run the same steps ended on the same loss (``None``: nothing to check)."""
+    finals = {name: losses.get(name) for name in scenario.same_steps}
+    known = {name: loss for name, loss in finals.items() if loss is not None}
+    if len(known) < 2:
+        return None
+    first = next(iter(known.values()))
+    scale = max(abs(first), 1e-12)
+    differ = [name for name, loss in known.items() if not abs(loss - first) <= scenario.loss_rtol * scale]
+    return {"providers": list(known), "rtol": scenario.loss_rtol, "equal": not differ, "differ": differ}
+
+
+def _summarize(
+    case: str,
+    scenario: Scenario,
+    iterations: int,
+    samples: dict[str, list[float]],
+    losses: dict[str, float | None] | None = None,
+) -> dict[str, Any]:
+    losses = losses or {}
     providers: dict[str, dict[str, Any]] = {
         name: {
             "us_per_iter": _stats(values),
+            "samples_per_s": _rates(values, scenario.batch_size),
             "overhead_vs_reference_us": _paired_overhead(samples, name, scenario.reference),
             "overhead_vs_baseline_us": _paired_overhead(samples, name, scenario.baseline),
+            "final_loss": losses.get(name),
             "samples_us_per_iter": values,
         }
         for name, values in samples.items()
@@ -291,26 +397,34 @@ def _summarize(case: str, scenario: Scenario, iterations: int, samples: dict[str
         for key in ("vs_baseline", "vs_reference")
     }
     resolution = _resolution_us(iterations)
-    ratio_shown, shown = _shown_ratio(
-        providers[scenario.original]["overhead_vs_baseline_us"]["median"],
-        providers[scenario.candidate]["overhead_vs_baseline_us"]["median"],
-        resolution,
-    )
+    compared = {
+        other: _comparison(scenario, providers, samples, other, resolution)
+        for other in (scenario.original, *scenario.also)
+        if other in samples  # a provider that failed (``./dev gpu``) has no samples
+    }
+    comparisons = {other: comparison for other, (comparison, _) in compared.items()}
+    check = _loss_check(scenario, losses)
+    result = _verdict(compared[scenario.original][1], scenario.target)
     return {
         "case": case,
         "scenario": scenario.name,
         "description": scenario.description,
+        "metric": scenario.metric,
         "iterations": iterations,
+        "batch_size": scenario.batch_size,
         "resolution_us": resolution,
         "reference": scenario.reference,
         "baseline": scenario.baseline,
         "original": scenario.original,
         "candidate": scenario.candidate,
+        "also": [name for name in scenario.also if name in samples],
         "providers": providers,
         "overhead_ratio": ratios,
-        "ratio_shown": ratio_shown,
+        "comparisons": comparisons,
+        "ratio_shown": comparisons[scenario.original]["shown"],
         "target_ratio": scenario.target,
-        "result": _verdict(shown, scenario.target),
+        "losses": check,
+        "result": "FAIL" if check is not None and not check["equal"] else result,
     }
 
 
@@ -349,33 +463,75 @@ def _markdown(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _rate(samples_per_s: float) -> str:
+    """samples/s to three significant digits: ``1.20M samples/s``, ``28.6k samples/s``, ``912 samples/s``."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if samples_per_s >= scale:
+            return f"{_significant(samples_per_s / scale)}{unit} samples/s"
+    return f"{_significant(samples_per_s)} samples/s"
+
+
+def _shown_rate(batch_size: int | None, us_per_iter: float, form: str = "{}") -> str:
+    """samples/s of the median time per iteration (what the table shows beside it), or nothing without a batch size.
+
+    Not the median of the per-round rates: over an even number of rounds that can differ from it."""
+    return "" if batch_size is None else form.format(_rate(batch_size / us_per_iter * 1e6))
+
+
+def _cost(result: dict[str, Any], name: str) -> str:
+    """A provider's figure in the summary: its time per iteration (and samples/s) for a throughput scenario, its
+    cost over the baseline for an overhead one."""
+    provider = result["providers"][name]
+    if result["metric"] == "throughput":
+        per_step = provider["us_per_iter"]["median"]
+        return f"{name} {_duration(per_step)}" + _shown_rate(result["batch_size"], per_step, " ({})")
+    return f"{name} {_overhead(provider['overhead_vs_baseline_us']['median'], result['resolution_us'])}"
+
+
+def _others(result: dict[str, Any]) -> str:
+    """The candidate against the scenario's further originals: ``lightning ÷ hotloop 2.10×``."""
+    shown = [f"{name} ÷ {result['candidate']} {result['comparisons'][name]['shown']}" for name in result["also"]]
+    return "; ".join(shown) or "—"
+
+
+def _losses(result: dict[str, Any]) -> str:
+    check = result["losses"]
+    if check is None:
+        return "—"
+    if check["equal"]:
+        return f"equal ({len(check['providers'])} providers)"
+    return "DIFFER: " + ", ".join(check["differ"])
+
+
 def _summary_row(result: dict[str, Any]) -> list[str]:
-    resolution = result["resolution_us"]
-
-    def cost(role: str) -> str:
-        name = result[role]
-        return f"{name} {_overhead(result['providers'][name]['overhead_vs_baseline_us']['median'], resolution)}"
-
     target = result["target_ratio"]
     return [
         f"{result['case']}/{result['scenario']}",
-        cost("original"),
-        cost("candidate"),
+        _cost(result, result["original"]),
+        _cost(result, result["candidate"]),
         result["ratio_shown"],
+        _others(result),
+        _losses(result),
         "—" if target is None else f"≥ {target:g}×",
         result["result"] or "no target",
     ]
 
 
 def _summary_table(results: list[dict[str, Any]]) -> str:
-    """One row per scenario: the original's and hotloop's cost per iteration over the baseline, ratio, verdict."""
-    header = ["scenario", "original", "hotloop", "original ÷ hotloop", "target", "verdict"]
-    return _markdown([header] + [_summary_row(result) for result in results])
+    """One row per scenario: the original's and hotloop's figures (cost over the baseline, or time per step), their
+    ratio, the candidate against further originals, the equal-losses check, the target and the verdict."""
+    header = ["scenario", "original", "hotloop", "original ÷ hotloop", "others ÷ hotloop", "losses", "target"]
+    return _markdown([header + ["verdict"]] + [_summary_row(result) for result in results])
 
 
 def _roles(result: dict[str, Any], name: str) -> str:
     roles = [role for role in ("reference", "baseline", "original", "candidate") if result[role] == name]
-    return ", ".join(roles)
+    return ", ".join(roles + ["original" for other in result["also"] if other == name])
+
+
+def _final_loss(result: dict[str, Any], name: str) -> str:
+    loss = result["providers"][name]["final_loss"]
+    return "—" if loss is None else f"{loss:.6g}"
 
 
 def _detail_rows(result: dict[str, Any]) -> list[list[str]]:
@@ -390,15 +546,19 @@ def _detail_rows(result: dict[str, Any]) -> list[list[str]]:
                 _roles(result, name),
                 _duration(per_iter["median"]),
                 f"{_duration(per_iter['q1'])} – {_duration(per_iter['q3'])}",
+                _shown_rate(result["batch_size"], per_iter["median"]) or "—",
                 "—" if name == result["baseline"] else _overhead(over, result["resolution_us"]),
+                _final_loss(result, name),
             ]
         )
     return rows
 
 
 def _details_table(results: list[dict[str, Any]]) -> str:
-    """Every provider of every scenario: time per iteration (median, IQR) and its cost over the baseline."""
-    header = ["scenario", "provider", "role", "per iteration (median)", "per iteration (IQR)", "over baseline"]
+    """Every provider of every scenario: time per iteration (median, IQR), samples/s, its cost over the baseline and
+    the loss it ended on."""
+    header = ["scenario", "provider", "role", "per iteration (median)", "per iteration (IQR)", "samples/s"]
+    header += ["over baseline", "final loss"]
     return _markdown([header] + [row for result in results for row in _detail_rows(result)])
 
 
@@ -407,8 +567,10 @@ def _skipped_lines(skipped: dict[str, str]) -> list[str]:
 
 
 _SUMMARY_NOTE = (
-    "Cost per iteration over each scenario's baseline (median of per-round paired differences); "
-    "original ÷ hotloop: higher is better, the verdict is taken from the figure shown."
+    "Loop scenarios: cost per iteration over the scenario's baseline (median of per-round paired differences), "
+    "original ÷ hotloop of those costs. Training scenarios: time per step and samples/s (medians), original ÷ hotloop "
+    "of those times (median of the per-round ratios: hotloop's speed-up). Higher is better; the verdict is taken from "
+    "the figure shown; losses: whether the providers that run the same steps ended on the same loss."
 )
 
 
@@ -548,31 +710,46 @@ def _plot(results: list[dict[str, Any]], path: Path, subtitle: str = "") -> None
     figure.savefig(path, dpi=110)
 
 
-def _ratio_color(result: dict[str, Any]) -> str:
-    return {"PASS": "tab:green", "FAIL": "tab:red"}.get(result["result"], "tab:blue")
+def _ratio_bars(results: list[dict[str, Any]]) -> list[tuple[str, float, str, float | None]]:
+    """What the ratio chart draws: (label, ratio, colour, target) for each scenario against its original (coloured
+    by its verdict) and against each further original (grey: no target), where the ratio is a finite figure."""
+    bars = []
+    for result in results:
+        for other, comparison in result["comparisons"].items():
+            ratio = comparison["ratio"]
+            if ratio is None or not math.isfinite(ratio) or ratio <= 0:
+                continue
+            headline = other == result["original"]
+            label = f"{result['case']}/{result['scenario']} ({other}÷{result['candidate']}, {result['metric']})"
+            color = {"PASS": "tab:green", "FAIL": "tab:red"}.get(result["result"], "tab:blue") if headline else "grey"
+            bars.append((label, ratio, color, result["target_ratio"] if headline else None))
+    return bars
 
 
 def _plot_ratios(results: list[dict[str, Any]], path: Path, subtitle: str = "") -> None:
-    """The headline: each scenario's original÷hotloop overhead ratio, with its target, on a log scale."""
-    shown = [r for r in results if math.isfinite(r["overhead_ratio"]["vs_baseline"])]
-    shown = [r for r in shown if r["overhead_ratio"]["vs_baseline"] > 0]
+    """The headline: each scenario's original÷hotloop ratio (and against further originals), with its target, on a
+    log scale."""
+    shown = _ratio_bars(results)
     figure = _figure(9.0, 1.2 + 0.32 * max(len(shown), 1))
     axes = figure.subplots()
-    labels = [f"{r['case']}/{r['scenario']} ({r['original']}÷{r['candidate']})" for r in shown]
-    ratios = [r["overhead_ratio"]["vs_baseline"] for r in shown]
     y = list(range(len(shown)))[::-1]
-    bars = axes.barh(y, ratios, color=[_ratio_color(r) for r in shown])
-    axes.bar_label(bars, labels=[f"{_significant(ratio)}×" for ratio in ratios], fontsize=8, padding=3)
-    for row, result in zip(y, shown):
-        if result["target_ratio"] is not None:
-            axes.plot([result["target_ratio"]] * 2, [row - 0.4, row + 0.4], color="black", linewidth=2)
+    bars = axes.barh(y, [ratio for _, ratio, _, _ in shown], color=[color for _, _, color, _ in shown])
+    axes.bar_label(bars, labels=[f"{_significant(ratio)}×" for _, ratio, _, _ in shown], fontsize=8, padding=3)
+    for row, (_, _, _, target) in zip(y, shown):
+        if target is not None:
+            axes.plot([target] * 2, [row - 0.4, row + 0.4], color="black", linewidth=2)
     axes.axvline(1.0, color="grey", linestyle="--", linewidth=1)
-    axes.set_yticks(y, labels, fontsize=8)
+    axes.set_yticks(y, [label for label, _, _, _ in shown], fontsize=8)
     axes.set_xscale("log")
     axes.margins(x=0.15)
-    axes.set_xlabel("original ÷ hotloop, cost over each scenario's baseline (higher is better; 1× = equal)")
+    axes.set_xlabel(
+        "original ÷ hotloop: of costs over the baseline (overhead) or of times per step (throughput); "
+        "higher is better, 1× = equal",
+        fontsize=8,
+    )
     axes.set_title(
-        "Original ÷ hotloop (black tick: target; green: meets it, red: misses it, blue: no target)\n" + subtitle,
+        "Original ÷ hotloop (black tick: target; green: meets it, red: misses it, blue: no target; grey: against "
+        "another library)\n" + subtitle,
         fontsize=9,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -629,8 +806,8 @@ def _run(
         for case, scenario in selected:
             bar.set_description_str(f"{case}/{scenario.name}")
             iterations = scenario.quick_iterations if quick else scenario.iterations
-            samples = _measure(scenario, iterations, warmup_rounds, rounds, bar.update)
-            results.append(_summarize(case, scenario, iterations, samples))
+            samples, losses = _measure(scenario, iterations, warmup_rounds, rounds, bar.update)
+            results.append(_summarize(case, scenario, iterations, samples, losses))
     finally:
         gc.unfreeze()
         bar.close()
@@ -669,7 +846,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = _run(selected, args.quick, warmup_rounds, rounds, getattr(args, "progress", True))
     report = {
-        "schema_version": 1,
+        "schema_version": 2,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "warmup_rounds": warmup_rounds,

@@ -4,6 +4,9 @@ Scenarios:
 
 - ``no_handlers``: ``list(range(N))`` through a step that returns ``None``, no handlers. ``raw`` is
   ``for batch in data: step(None, batch)``. Target: hotloop's overhead over ``raw`` at most 1/15 of Ignite's.
+  ``lightning`` (when installed): Lightning's ``Trainer.fit`` around a no-op ``training_step`` with manual optimization,
+  logger, checkpointing, progress bar and model summary off, its epoch timed from a callback (the set-up of each
+  ``fit`` is not a per-iteration cost) over at most 2,000 iterations; hotloop's overhead is also stated against it.
 - ``handlers``: the same with four handlers whose own work is nil — one on every ``ITERATION_COMPLETED``, one on
   ``ITERATION_COMPLETED(every=100)``, one on ``ITERATION_STARTED(once=50)``, one on ``EPOCH_COMPLETED``. ``raw`` is the
   hand-written loop calling the same no-ops inline; ``bare`` is the loop of ``no_handlers``, without them. The target
@@ -15,12 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from ignite.engine import Engine as IgniteEngine
 from ignite.engine import Events
 
 import hotloop
 
-from . import Scenario
+from . import Provider, Scenario
+from ._training import LIGHTNING_UNAVAILABLE, lightning_noop
 
 __all__ = ["SCENARIOS"]
 
@@ -96,18 +101,29 @@ def _engine_loop(engine_cls: type[IgniteEngine], with_handlers: bool) -> Callabl
     return build
 
 
+def _without_handlers() -> dict[str, Provider]:
+    providers = {
+        "raw": _bare_loop,
+        "ignite": _engine_loop(IgniteEngine, with_handlers=False),
+        "hotloop": _engine_loop(hotloop.Engine, with_handlers=False),
+    }
+    if not LIGHTNING_UNAVAILABLE:
+        providers["lightning"] = lightning_noop(torch.device("cpu"))
+    return providers
+
+
+_NO_HANDLERS = _without_handlers()
+
 SCENARIOS: list[Scenario] = [
     Scenario(
         name="no_handlers",
-        description="no-op step over list(range(N)), no handlers",
+        description="no-op step over list(range(N)), no handlers"
+        + ("; Lightning: not installed" if LIGHTNING_UNAVAILABLE else ""),
         iterations=_ITERATIONS,
         quick_iterations=_QUICK_ITERATIONS,
-        providers={
-            "raw": _bare_loop,
-            "ignite": _engine_loop(IgniteEngine, with_handlers=False),
-            "hotloop": _engine_loop(hotloop.Engine, with_handlers=False),
-        },
+        providers=_NO_HANDLERS,
         target=15.0,
+        also=tuple(name for name in _NO_HANDLERS if name == "lightning"),
     ),
     Scenario(
         name="handlers",

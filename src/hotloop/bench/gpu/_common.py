@@ -214,12 +214,12 @@ def measure(
     survivors = _with_survivors(scenario, {name: _prebuilt(run) for name, run in built.items()}, rounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # seen in the first round already
-        samples = compare._measure(survivors, rounds.iterations, rounds.warmup - 1, rounds.rounds, lambda: None)
+        samples, losses = compare._measure(survivors, rounds.iterations, rounds.warmup - 1, rounds.rounds, lambda: None)
     for name, get in (extra_samples or {}).items():
         extra = get(rounds.rounds)
         if len(extra) == rounds.rounds:  # none when its provider failed
             samples[name] = extra
-    summary = compare._summarize(case, survivors, rounds.iterations, samples)
+    summary = compare._summarize(case, survivors, rounds.iterations, samples, losses)
     summary["first_round_s"] = first
     summary["failed"] = failed
     return summary
@@ -268,6 +268,8 @@ def _with_survivors(scenario: Scenario, providers: dict[str, Provider], rounds: 
         baseline=roles["baseline"],
         original=roles["original"],
         candidate=roles["candidate"],
+        also=tuple(name for name in scenario.also if name in providers),
+        same_steps=tuple(name for name in scenario.same_steps if name in providers),
     )
 
 

@@ -13,18 +13,17 @@ input copy is the ``prefetch`` part's business):
 - ``hotloop_auto``: ``compile="auto"`` and ``no_sync=True`` (what ``"auto"`` picked is in the env part);
 - ``hotloop_graphs``: ``cuda_graphs=True`` and ``no_sync=True`` (the whole step replayed from one CUDA graph);
 - ``lightning``: ``lightning.pytorch.Trainer.fit`` (logger, checkpointing, progress bar, model summary and sanity
-  check off), one fit per round; ``lightning_loop``: the same rounds timed from its epoch start to its epoch end by
-  a callback (device synced), i.e. without the set-up that each ``fit`` pays.
+  check off), one fit per round, timed from its epoch start to its epoch end by a callback (device synced), i.e.
+  without the set-up that each ``fit`` pays (:func:`hotloop.bench.cases._training.lightning`, shared with
+  ``hotloop bench``); ``lightning_fit``: the same rounds timed around the whole ``fit``, set-up included.
 
-samples/s = batch size / time per step. Speed-ups are median against median, ``ignite`` (and ``lightning_loop``)
-over the provider.
+samples/s = batch size / time per step. Speed-ups are median against median, ``ignite`` (and ``lightning``) over the
+provider.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,7 +33,8 @@ import torch
 from torch import nn
 
 import hotloop
-from hotloop.bench.cases import Scenario, device_sync, trainer_digits
+from hotloop.bench.cases import Scenario, trainer_digits
+from hotloop.bench.cases._training import TinyTransformer, lightning, seeded
 from hotloop.step import resolve_compile
 
 from ._common import Context, Rounds, fmt, markdown_table, measure, ratio, times
@@ -63,32 +63,6 @@ class Workload:
     model: Callable[[], nn.Module]
     optimizer: Callable[[nn.Module], torch.optim.Optimizer]
     batches: Callable[[torch.device], list[_Batch]]
-
-
-class TinyTransformer(nn.Module):
-    """Tokens ``[B, L]`` → class logits ``[B, classes]``: embedding, pre-norm encoder blocks, mean pooling."""
-
-    def __init__(self, vocab: int, width: int, heads: int, blocks: int, length: int, classes: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, width)
-        self.position = nn.Parameter(torch.randn(1, length, width) * 0.02)
-        # dropout 0: no random numbers in the step, so that eager, compiled and graphed steps compute the same thing.
-        block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(block, blocks, enable_nested_tensor=False)
-        self.head = nn.Linear(width, classes)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(self.embed(tokens) + self.position)  # hidden: [B, L, width]
-        return self.head(hidden.mean(dim=1))
-
-
-def _seeded(build: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
-    def make() -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            return build()
-
-    return make
 
 
 def cnn(ctx: Context) -> Workload:
@@ -134,7 +108,7 @@ def transformer(ctx: Context) -> Workload:
             f"{ctx.pick('AdamW', 'SGD')}"
         ),
         batch_size=batch,
-        model=_seeded(lambda: TinyTransformer(vocab, width, 4, 2, length, classes)),
+        model=seeded(lambda: TinyTransformer(vocab, width, 4, 2, length, classes)),
         optimizer=optimizer,
         batches=batches,
     )
@@ -176,81 +150,7 @@ def _engine(workload: Workload, device: torch.device, make: Callable, **options:
     return build
 
 
-class _Batches:
-    """A sized iterable of batches: Lightning takes it as one loader (a list would be a list of loaders)."""
-
-    def __init__(self, batches: list[_Batch]) -> None:
-        self._batches = batches
-
-    def __iter__(self) -> Iterator[_Batch]:
-        return iter(self._batches)
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-
-def _lightning_module() -> Any:
-    pl: Any
-    try:
-        import lightning.pytorch as pl
-    except ModuleNotFoundError:
-        import pytorch_lightning as pl  # the same Trainer, from the older package name
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # no "GPU available: True" lines per fit
-    return pl
-
-
-def _lightning(workload: Workload, device: torch.device, loop_seconds: list[float]) -> Callable:
-    """Lightning's ``Trainer.fit``, one per round; ``loop_seconds`` gets each round's epoch time from a callback."""
-
-    def build(iterations: int) -> Callable[[], object]:
-        pl = _lightning_module()
-        model, optimizer, loss_fn = _setup(workload, device)
-
-        class Module(pl.LightningModule):  # type: ignore[name-defined]  # pl: the module found at run time
-            def __init__(self) -> None:
-                super().__init__()
-                self.model = model
-
-            def training_step(self, batch: _Batch, batch_idx: int) -> torch.Tensor:
-                x, y = batch
-                return loss_fn(self.model(x), y)
-
-            def configure_optimizers(self) -> torch.optim.Optimizer:
-                return optimizer
-
-        class EpochTimer(pl.Callback):  # type: ignore[name-defined]
-            def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
-                device_sync()
-                self.start = time.perf_counter()
-
-            def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
-                device_sync()
-                loop_seconds.append(time.perf_counter() - self.start)
-
-        module, data = Module(), _Batches(_round_data(workload, device, iterations))
-
-        def run() -> None:
-            trainer = pl.Trainer(
-                accelerator="gpu" if device.type == "cuda" else "cpu",
-                devices=1,
-                max_epochs=1,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                limit_val_batches=0,
-                callbacks=[EpochTimer()],
-            )
-            trainer.fit(module, train_dataloaders=data)
-
-        return run
-
-    return build
-
-
-def _scenario(workload: Workload, device: torch.device, loop_seconds: list[float]) -> Scenario:
+def _scenario(workload: Workload, device: torch.device, fit_seconds: list[float]) -> Scenario:
     nosync = {"no_sync": True}
     return Scenario(
         name=workload.name,
@@ -264,7 +164,9 @@ def _scenario(workload: Workload, device: torch.device, loop_seconds: list[float
             "hotloop_nosync": _engine(workload, device, hotloop.create_supervised_trainer, **nosync),
             "hotloop_auto": _engine(workload, device, hotloop.create_supervised_trainer, compile="auto", **nosync),
             "hotloop_graphs": _engine(workload, device, hotloop.create_supervised_trainer, cuda_graphs=True, **nosync),
-            "lightning": _lightning(workload, device, loop_seconds),
+            "lightning": lightning(
+                partial(_setup, workload, device), partial(_round_data, workload, device), device, fit_seconds
+            ),
         },
         original="ignite",
         candidate="hotloop_graphs",
@@ -288,7 +190,7 @@ def _rows(summary: dict[str, Any], batch_size: int) -> list[list[str]]:
                 spread,
                 fmt(per_step["median"]),
                 times(ratio(median.get("ignite"), median[name])),
-                times(ratio(median.get("lightning_loop"), median[name])),
+                times(ratio(median.get("lightning"), median[name])),
                 "" if first is None else f"{first:.1f}",
             ]
         )
@@ -299,7 +201,7 @@ def _markdown(ctx: Context, workload: Workload, summary: dict[str, Any], rounds:
     title = f"## Trainer steps: {workload.description}"
     if "error" in summary:
         return f"{title}\n\nNot measured: {summary['error']}; failed providers: {summary['failed']}"
-    header = ["workload", "provider", "samples/s", "samples/s (IQR)", "µs/step", "× Ignite", "× Lightning loop"]
+    header = ["workload", "provider", "samples/s", "samples/s (IQR)", "µs/step", "× Ignite", "× Lightning"]
     table = markdown_table(header + ["first round s"], _rows(summary, workload.batch_size))
     auto = resolve_compile("auto", ctx.device)
     lines = [
@@ -315,13 +217,13 @@ def _markdown(ctx: Context, workload: Workload, summary: dict[str, Any], rounds:
 
 
 def _run(ctx: Context, workload: Workload, rounds: Rounds) -> dict[str, Any]:
-    loop_seconds: list[float] = []
-    scenario = _scenario(workload, ctx.device, loop_seconds)
+    fit_seconds: list[float] = []
+    scenario = _scenario(workload, ctx.device, fit_seconds)
 
-    def loop_samples(count: int) -> list[float]:
-        return [seconds / rounds.iterations * 1e6 for seconds in loop_seconds[-count:]]
+    def fit_samples(count: int) -> list[float]:
+        return [seconds / rounds.iterations * 1e6 for seconds in fit_seconds[-count:]]
 
-    extra = {"lightning_loop": loop_samples} if "lightning" in scenario.providers else {}
+    extra = {"lightning_fit": fit_samples} if "lightning" in scenario.providers else {}
     summary = measure(ctx, f"trainer_{workload.name}", scenario, rounds, extra)
     if "providers" in summary:
         ctx.check(
