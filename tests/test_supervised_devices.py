@@ -60,6 +60,8 @@ def _train(
     return losses, [p.detach().cpu() for p in model.parameters()]
 
 
+# amp on the CPU: torch's autocast("cuda") warns and disables itself, on Ignite's step and on hotloop's alike.
+@pytest.mark.filterwarnings("ignore:CUDA is not available or torch_xla is imported:UserWarning")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_options_give_ignites_losses_and_weights(name: str, device: str, monkeypatch: pytest.MonkeyPatch) -> None:
