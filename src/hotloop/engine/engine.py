@@ -125,6 +125,11 @@ class Engine(_IgniteEngine):
             trainer.run(data_loader, max_epochs=5)
     """
 
+    #: What the engine's step runs (``hotloop.step.StepChoice``: the build, and under ``compile="auto"`` what it
+    #: measured), set by the APIs that build the step (``create_supervised_trainer`` ...); absent on an engine whose
+    #: process function is the user's own.
+    step_choice: Any
+
     should_terminate = _Flag()
     should_terminate_single_epoch = _Flag()
     should_interrupt = _Flag()
