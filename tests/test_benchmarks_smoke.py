@@ -276,11 +276,14 @@ def test_a_round_that_times_itself_is_taken_at_its_word(compare, no_gc):
     providers = {
         "raw": lambda iterations: lambda: None,
         "ignite": lambda iterations: lambda: Round(seconds=0.5, loss=1.5),
-        "hotloop": lambda iterations: lambda: Round(seconds=0.5, iterations=1000),
+        "hotloop": lambda iterations: lambda: Round(seconds=0.5, iterations=1000, choice="fused"),
     }
-    samples, losses = compare._measure(_scenario(providers, 10), 10, 0, 2, lambda: None)
+    samples, losses, choices = compare._measure(_scenario(providers, 10), 10, 0, 2, lambda: None)
     assert samples["ignite"] == [50_000.0, 50_000.0] and samples["hotloop"] == [500.0, 500.0]
     assert losses == {"raw": None, "ignite": 1.5, "hotloop": None}
+    result = compare._summarize("case", _scenario(providers, 10), 10, samples, losses, choices)
+    assert result["providers"]["hotloop"]["choice"] == "fused" and result["providers"]["raw"]["choice"] is None
+    assert "| case/s   | hotloop [fused] | candidate " in compare._details_table([result])
 
 
 def _recording(order: list[str], name: str):

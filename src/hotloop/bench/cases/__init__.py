@@ -52,11 +52,14 @@ class Round:
         iterations: The iterations ``seconds`` covers, when the provider ran another number than the scenario's.
         loss: The loss of the round's last step, as a float: the scenario checks that providers running the same
             steps on the same data end on the same loss.
+        choice: What the provider's step chose to run, where it chooses (``compile="auto"``: ``"fused"`` …; ``None``
+            while it measures), shown beside its name.
     """
 
     seconds: float | None = None
     iterations: int | None = None
     loss: float | None = None
+    choice: str | None = None
 
 
 @dataclass(frozen=True)
