@@ -317,3 +317,71 @@ def test_the_factories_expose_the_choice_and_a_second_run_keeps_it(caplog: pytes
     assert len([r for r in caplog.records if r.name == "hotloop.step"]) == 2  # one line per step
     default = create_supervised_trainer(model, optimizer, F.mse_loss)
     assert (default.step_choice.requested, default.step_choice.variant) == ("eager", "eager")
+
+
+# -- ranks of a process group measure together ----------------------------------------------------------------------
+
+
+def _gloo_ranks() -> Any:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "reliability" / "_gloo_ranks.py"
+    spec = importlib.util.spec_from_file_location("_gloo_ranks", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_RANKS_SNIPPET = """
+from hotloop.step import StepChoice
+from hotloop.step.auto import AutoSelector
+from hotloop.step.builder import Body
+
+# What a candidate's iteration costs on each rank (seconds on a fake clock): alone, rank 0 would keep eager and rank
+# 1 fused; the slowest rank's times (eager 3, fused 2) make it fused on both.
+costs = [{"eager": 1.0, "fused": 2.0}, {"eager": 3.0, "fused": 1.0}][rank]
+now, ran, current = [0.0], [], [None]
+choice = StepChoice("auto")
+
+def make(name):
+    def fn(x):
+        now[0] += costs[name]
+        ran.append(name)
+    return Body(fn)
+
+def switch(name, body):
+    current[0] = body
+
+selector = AutoSelector(["eager", "fused"], [], make, switch, lambda: 10_000, choice, "cpu", True, "ranks",
+                        lambda: now[0], group=dist.group.WORLD)
+for index in range(200):
+    if choice.variant is not None:
+        break
+    # Rank 1's inputs change shape on every third iteration: the ranks still count the same iterations.
+    shape = (3,) if rank == 1 and index % 3 == 2 else (2,)
+    current[0].fn(torch.zeros(shape))
+result = {"choice": choice.variant, "ran": ran, "times_ms": choice.times_ms}
+"""
+
+
+def test_ranks_of_a_ddp_step_run_the_same_candidates_and_choose_the_same(tmp_path: Any) -> None:
+    rank0, rank1 = _gloo_ranks().run_on_two_ranks("import torch\n" + _RANKS_SNIPPET, tmp_path)
+    assert rank0["ran"] == rank1["ran"]  # the same candidate at every iteration
+    assert rank0["choice"] == rank1["choice"] == "fused"
+    assert rank0["times_ms"] == rank1["times_ms"] == {"fused": 2000.0, "eager": 3000.0}
+
+
+def test_only_a_ddp_training_step_measures_with_the_other_ranks(tmp_path: Any) -> None:
+    """A DDP model's step measures over its process group; a plain model's, or an evaluation step, alone (exact
+    distributed evaluation gives ranks different numbers of iterations: a collective per chunk would hang)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = nn.Linear(2, 1)
+        assert auto.ranks_together(model) is None
+        assert auto.ranks_together(nn.parallel.DistributedDataParallel(model)) is None  # one rank: nothing to agree
+    finally:
+        dist.destroy_process_group()

@@ -537,7 +537,7 @@ def _summary_table(results: list[dict[str, Any]]) -> str:
 
 def _roles(result: dict[str, Any], name: str) -> str:
     roles = [role for role in ("reference", "baseline", "original", "candidate") if result[role] == name]
-    return ", ".join(roles + ["original" for other in result["also"] if other == name])
+    return ", ".join(roles + ["compared" for other in result["also"] if other == name])
 
 
 def _final_loss(result: dict[str, Any], name: str) -> str:
@@ -807,6 +807,7 @@ def _run(
     selected: list[tuple[str, Scenario]], quick: bool, warmup_rounds: int, rounds: int, progress: bool = False
 ) -> list[dict[str, Any]]:
     results = []
+    selected = [(case, scenario.for_mode(quick)) for case, scenario in selected]
     total = sum((warmup_rounds + rounds) * len(scenario.providers) for _, scenario in selected)
     bar = _progress(total, progress)
     # Freezing what exists now keeps a full collection that falls inside a timed round from walking torch's heap

@@ -14,7 +14,13 @@ project's shared 2-core machines, where a neighbour's job slows single iteration
   5 s; a candidate whose estimate is over 1.3× the best's after 2 chunks is dropped early;
 - only iterations on the first input shape it sees are timed (a short last batch is run, not counted);
 - on CUDA the device is synchronised around each measured iteration (the only host syncs it adds; none afterwards);
-- it ends after at most 300 iterations, whatever it has by then.
+- it ends after at most 300 iterations, whatever it has by then;
+- the ranks of a ``DistributedDataParallel`` training step measure together: every rank counts every iteration
+  (their input shapes may differ) and each chunk's time is the slowest rank's (one ``all_reduce`` of one number per
+  chunk over the model's process group, during the measurement only), so that at every iteration all ranks run the
+  same candidate and end on the same choice (replicas stepping their optimizers differently would drift apart). An
+  evaluation step, or a model that is not DDP, measures on its own (ranks may then choose differently: harmless,
+  and their numbers of iterations may differ, as exact distributed evaluation gives them).
 
 Compiled candidates are tried only where the run's planned length can pay the compile back
 (:data:`PAYBACK`): ``iterations left × eager time per iteration × the best speed-up compiling has shown on that
@@ -39,7 +45,7 @@ import torch
 
 from hotloop.step.tree import tree_key
 
-__all__ = ["PAYBACK", "AutoSelector", "Payback", "StepChoice", "iterations_left"]
+__all__ = ["PAYBACK", "AutoSelector", "Payback", "StepChoice", "iterations_left", "ranks_together"]
 
 _logger = logging.getLogger("hotloop.step")
 
@@ -119,6 +125,28 @@ def iterations_left(state: Any) -> int | None:
     return max(total - state.iteration, 0)
 
 
+def ranks_together(model: Any) -> Any:
+    """The process group whose ranks must measure together for a training step of ``model``: a
+    ``DistributedDataParallel`` model's, when it has more than one rank; else None."""
+    if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return None
+    import torch.distributed as dist
+
+    group = model.process_group
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def _slowest(seconds: float, group: Any) -> float:
+    """The largest of the ``group``'s ranks' ``seconds`` (a collective: every rank calls it at the same point)."""
+    import torch.distributed as dist
+
+    nccl = dist.get_backend(group) == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else None
+    value = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=group)
+    return float(value.item())
+
+
 class _Candidate:
     """One candidate's measurement: its body, warm-up and chunk medians."""
 
@@ -153,6 +181,7 @@ class AutoSelector:
         training: a training step (else evaluation): which :data:`PAYBACK` applies.
         name: names the step in the log.
         clock: the clock, in seconds (default: ``time.perf_counter``).
+        group: the process group whose ranks measure together (:func:`ranks_together`), or None.
     """
 
     def __init__(
@@ -167,6 +196,7 @@ class AutoSelector:
         training: bool,
         name: str = "step",
         clock: Callable[[], float] | None = None,
+        group: Any = None,
     ) -> None:
         self._make = make
         self._switch = switch
@@ -183,6 +213,8 @@ class AutoSelector:
         self._key: Any = None
         self._sample: list[float] = []
         self._timed_seconds = 0.0
+        self._group = group
+        self._distributed = group is not None
         self.current = self._first
         if len(self._live) == 1 and not self._pending:
             self._decide()  # nothing to compare: the one candidate, untimed
@@ -206,7 +238,7 @@ class AutoSelector:
         choice = self.choice
         choice.iterations += 1
         choice.seconds += elapsed
-        if key == self._key:
+        if key == self._key or self._distributed:
             self._count(candidate, elapsed)
         if choice.variant is None and choice.iterations >= _MAX_CALLS:
             self._decide()
@@ -223,9 +255,12 @@ class AutoSelector:
                 self.choice.compile_seconds += elapsed
             return
         self._sample.append(elapsed)
-        self._timed_seconds += elapsed
         if len(self._sample) == _CHUNK:
-            candidate.chunks.append(statistics.median(self._sample))
+            median = statistics.median(self._sample)
+            if self._distributed:
+                median = _slowest(median, self._group)
+            candidate.chunks.append(median)
+            self._timed_seconds += median * _CHUNK  # the same on every rank
             self._sample = []
             self._after_chunk(candidate)
 

@@ -47,7 +47,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hotloop.reliability.nonfinite import NonFiniteGuard
 from hotloop.step.amp import NO_AUTOCAST, Autocast
-from hotloop.step.auto import AutoSelector, StepChoice, iterations_left
+from hotloop.step.auto import AutoSelector, StepChoice, iterations_left, ranks_together
 from hotloop.step.compiled import CompiledModel, CompiledStep
 from hotloop.step.fused import fused_blocker, fused_step
 from hotloop.step.graphed import CudaGraphWarning, GraphedStep, cuda_graphs_supported
@@ -469,6 +469,7 @@ class _Step:
             device=self.device,
             training=self.it.loss is not None,
             name=self.name,
+            group=ranks_together(self.it.model) if self.it.loss is not None else None,
         )
 
     def _use(self, variant: str, body: Body) -> None:
