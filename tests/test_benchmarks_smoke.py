@@ -317,3 +317,14 @@ def test_scenario_rejects_unknown_providers_and_metrics(options, message):
     providers = {name: (lambda iterations: lambda: None) for name in ("raw", "ignite", "hotloop")}
     with pytest.raises(ValueError, match=message):
         _scenario(providers, **options)
+
+
+def test_a_full_only_provider_needs_a_provider_and_no_role(compare):
+    providers = {name: (lambda iterations: lambda: None) for name in ("raw", "ignite", "hotloop", "slow")}
+    scenario = _scenario(providers, 10)
+    with pytest.raises(ValueError, match="full_only='nope' is not one of its providers"):
+        dataclasses.replace(scenario, full_only=("nope",))
+    with pytest.raises(ValueError, match="'ignite' has a role every run needs"):
+        dataclasses.replace(scenario, full_only=("ignite",))
+    quick = dataclasses.replace(scenario, full_only=("slow",), also=("slow",)).for_mode(quick=True)
+    assert list(quick.providers) == ["raw", "ignite", "hotloop"] and quick.also == ()
