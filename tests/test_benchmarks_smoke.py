@@ -40,7 +40,7 @@ def test_quick_run_exits_zero_and_draws_the_charts(quick_run):
 def test_quick_run_reports_every_scenario_and_provider(compare, quick_run):
     _, _, report = quick_run
     expected = {
-        (case, scenario.name): set(scenario.providers)
+        (case, scenario.name): set(scenario.for_mode(quick=True).providers)
         for case, scenarios in compare.load_cases().items()
         for scenario in scenarios
     }
@@ -276,11 +276,14 @@ def test_a_round_that_times_itself_is_taken_at_its_word(compare, no_gc):
     providers = {
         "raw": lambda iterations: lambda: None,
         "ignite": lambda iterations: lambda: Round(seconds=0.5, loss=1.5),
-        "hotloop": lambda iterations: lambda: Round(seconds=0.5, iterations=1000),
+        "hotloop": lambda iterations: lambda: Round(seconds=0.5, iterations=1000, choice="fused"),
     }
-    samples, losses = compare._measure(_scenario(providers, 10), 10, 0, 2, lambda: None)
+    samples, losses, choices = compare._measure(_scenario(providers, 10), 10, 0, 2, lambda: None)
     assert samples["ignite"] == [50_000.0, 50_000.0] and samples["hotloop"] == [500.0, 500.0]
     assert losses == {"raw": None, "ignite": 1.5, "hotloop": None}
+    result = compare._summarize("case", _scenario(providers, 10), 10, samples, losses, choices)
+    assert result["providers"]["hotloop"]["choice"] == "fused" and result["providers"]["raw"]["choice"] is None
+    assert "| case/s   | hotloop [fused] | candidate " in compare._details_table([result])
 
 
 def _recording(order: list[str], name: str):
@@ -314,3 +317,14 @@ def test_scenario_rejects_unknown_providers_and_metrics(options, message):
     providers = {name: (lambda iterations: lambda: None) for name in ("raw", "ignite", "hotloop")}
     with pytest.raises(ValueError, match=message):
         _scenario(providers, **options)
+
+
+def test_a_full_only_provider_needs_a_provider_and_no_role(compare):
+    providers = {name: (lambda iterations: lambda: None) for name in ("raw", "ignite", "hotloop", "slow")}
+    scenario = _scenario(providers, 10)
+    with pytest.raises(ValueError, match="full_only='nope' is not one of its providers"):
+        dataclasses.replace(scenario, full_only=("nope",))
+    with pytest.raises(ValueError, match="'ignite' has a role every run needs"):
+        dataclasses.replace(scenario, full_only=("ignite",))
+    quick = dataclasses.replace(scenario, full_only=("slow",), also=("slow",)).for_mode(quick=True)
+    assert list(quick.providers) == ["raw", "ignite", "hotloop"] and quick.also == ()

@@ -18,7 +18,7 @@ from ignite.metrics import Metric
 
 from hotloop.engine import DeterministicEngine, Engine
 from hotloop.reliability.nonfinite import NonFiniteGuard
-from hotloop.step import StepOptions, build_eval_step, build_train_step
+from hotloop.step import StepOptions, attach_step, build_eval_step, build_train_step
 from hotloop.step.steps import call_model, identity, loss_item, pred_and_target, train_output
 
 if TYPE_CHECKING:
@@ -327,7 +327,7 @@ def create_supervised_trainer(
     trainer = Engine(_update) if not deterministic else DeterministicEngine(_update)
     if _scaler and scaler and isinstance(scaler, bool):
         trainer.state.scaler = _scaler  # type: ignore[attr-defined]
-    options.attach(trainer, device)
+    attach_step(trainer, _update, options, device)
     return trainer
 
 
@@ -401,5 +401,5 @@ def create_supervised_evaluator(
     evaluator = Engine(evaluate_step)
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
-    options.attach(evaluator, device)
+    attach_step(evaluator, evaluate_step, options, device)
     return evaluator

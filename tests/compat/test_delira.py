@@ -479,7 +479,7 @@ def test_is_better_val_scores_and_bad_mode(tmp_path):
         ({"lr_scheduler_cls": object()}, TypeError, "lr_scheduler_cls should be a class"),
         ({"optim_fn": lambda net, cls, **kw: cls(net.parameters(), **kw)}, TypeError, "non-empty dict of optim"),
         ({"optim_fn": lambda net, cls, **kw: {"a": 1}}, TypeError, r"not optimizers: \['a'\]"),
-        ({"compile": "always"}, ValueError, "compile should be False, True, 'auto'"),
+        ({"compile": "always"}, ValueError, "compile should be False, True, 'auto', one of the pinned builds"),
         ({"no_sync": 1}, TypeError, "no_sync should be True or False"),
         ({"module": None}, ValueError, r"would overwrite the trainer's own attributes"),
         ({"save_path": 3}, TypeError, "save_path should be a directory path"),
@@ -592,6 +592,20 @@ def test_compiled_step_trains_like_the_eager_one(tmp_path):
     assert compiled._train_step is not None and compiled.engine._process_function is compiled._train_step
     for a, b in zip(_params(eager.module), _params(compiled.module)):
         torch.testing.assert_close(a, b)
+
+
+def test_auto_measures_hotloops_step_and_exposes_the_choice_on_the_engines(tmp_path, step_clock):
+    eager = _trainer(tmp_path / "eager")
+    eager.train(12, _batches(4))
+    measured = _trainer(tmp_path / "auto", compile="auto", save_freq=100)
+    clock = step_clock(eager=2, fused=1)
+    clock.step = measured._train_step.step
+    measured.train(12, _batches(4))
+    choice = measured.engine.step_choice
+    assert choice.variant == "fused" and list(choice.times_ms) == ["fused", "eager"] and choice.iterations == 22
+    assert measured.eval_engine.step_choice.requested == "auto"
+    for a, b in zip(_params(eager.module), _params(measured.module)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)  # the fused optimizer's float tolerance
 
 
 def test_on_nonfinite_skip_undoes_the_bad_step_of_hotloops_step(tmp_path):

@@ -80,13 +80,14 @@ def test_candidates_are_made_only_when_asked_for_and_graphed_only_where_it_appli
 ) -> None:
     model, optimizer = _model_and_sgd()
     candidates = train_candidates(_iteration(model, optimizer), StepOptions(), "cpu")
-    assert set(candidates.builds) == {"eager", "compiled"}  # no CUDA here
+    assert set(candidates.builds) == {"eager", "fused", "compiled", "compiled_fused"}  # no CUDA here
     assert candidates.graph_blocker() == "device cpu"
     monkeypatch.setattr(graphed, "_backend", FakeBackend(model, optimizer))
     candidates = train_candidates(_iteration(model, optimizer), StepOptions(), "cpu")
-    assert set(candidates.builds) == {"eager", "compiled", "graphed"}
+    assert list(candidates.builds) == ["eager", "fused", "compiled", "compiled_fused", "graphed"]
     bodies = {name: make() for name, make in candidates.builds.items()}
     assert isinstance(bodies["compiled"].impl, CompiledStep) and isinstance(bodies["graphed"].impl, GraphedStep)
+    assert isinstance(bodies["compiled_fused"].impl, CompiledStep) and bodies["fused"].steps_optimizer
     assert bodies["eager"].impl is None and bodies["eager"].steps_optimizer and not bodies["eager"].zeroes_grad
     assert bodies["graphed"].zeroes_grad and bodies["graphed"].steps_optimizer
     assert candidates.compiled_model() is candidates.compiled_model()  # one compiled model, shared
@@ -97,7 +98,10 @@ def test_candidates_are_made_only_when_asked_for_and_graphed_only_where_it_appli
     [
         (StepOptions(), "eager"),
         (StepOptions(compile=True), "compiled"),
-        (StepOptions(compile="auto"), "eager"),  # on the CPU
+        (StepOptions(compile="auto"), "auto"),  # measured
+        (StepOptions(compile="fused"), "fused"),
+        (StepOptions(compile="compiled_fused"), "compiled_fused"),
+        (StepOptions(compile="eager", cuda_graphs="auto"), "graphed"),  # the fake backend's device
         (StepOptions(cuda_graphs=True), "graphed"),
         (StepOptions(cuda_graphs=True, compile=True), "graphed"),
     ],

@@ -31,8 +31,11 @@ class _CountingBackend:
         (False, "cuda", None),
         (None, "cuda", None),
         (True, "cpu", {"dynamic": False}),
-        ("auto", "cpu", None),
-        ("auto", None, None),
+        ("eager", "cuda", None),
+        ("fused", "cpu", None),
+        ("compiled", "cpu", {"dynamic": False}),
+        ("compiled_fused", "cpu", {"dynamic": False}),
+        ("auto", "cpu", {"dynamic": False}),  # what the compiled candidates use, where the measurement tries them
         ("auto", "cuda:0", {"dynamic": False}),
         ({"mode": "max-autotune"}, "cpu", {"dynamic": False, "mode": "max-autotune"}),
         ({"dynamic": True}, "cpu", {"dynamic": True}),
@@ -42,9 +45,10 @@ def test_resolve_compile(option: Any, device: Any, expected: Any) -> None:
     assert resolve_compile(option, device) == expected
 
 
-@pytest.mark.parametrize("option", ["yes", 1, ["dynamic"]])
+@pytest.mark.parametrize("option", ["yes", 1, ["dynamic"], "graphed"])
 def test_resolve_compile_rejects_other_values(option: Any) -> None:
-    with pytest.raises(ValueError, match="compile should be False, True, 'auto' or a dict of torch.compile kwargs"):
+    pinned = "one of the pinned builds 'eager', 'fused', 'compiled', 'compiled_fused'"
+    with pytest.raises(ValueError, match=f"compile should be False, True, 'auto', {pinned} or a dict of torch.comp"):
         resolve_compile(option, "cpu")
 
 

@@ -18,7 +18,7 @@ from hotloop.step import options as options_module
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"compile": "yes"}, ValueError, "compile should be False, True, 'auto' or a dict"),
+        ({"compile": "yes"}, ValueError, "compile should be False, True, 'auto', one of the pinned builds 'eager'"),
         ({"cuda_graphs": "sometimes"}, ValueError, "cuda_graphs should be False, True or 'auto', got 'sometimes'"),
         ({"cuda_graphs": 1}, ValueError, "cuda_graphs should be False, True or 'auto', got 1"),
         ({"no_sync": 1}, TypeError, "no_sync should be True or False, got 1"),
@@ -37,7 +37,15 @@ def test_bad_options_are_refused_with_the_fix(kwargs: dict, error: type, match: 
 def test_defaults_and_resolution() -> None:
     assert StepOptions().default and not StepOptions(no_sync=True).default
     options = StepOptions(compile="auto", cuda_graphs="auto")
-    assert options.compile_kwargs("cpu") is None and options.compile_kwargs("cuda") == {"dynamic": False}
+    assert options.compile_kwargs("cpu") == options.compile_kwargs("cuda") == {"dynamic": False}
+    assert [StepOptions(compile=c).variant for c in (False, True, {"mode": "x"}, "auto", "fused", "eager")] == [
+        "eager",
+        "compiled",
+        "compiled",
+        "auto",
+        "fused",
+        "eager",
+    ]
     assert options.graphs("cpu") is False
     with pytest.raises(RuntimeError, match="cuda_graphs=True needs a CUDA device"):
         StepOptions(cuda_graphs=True).graphs("cpu")

@@ -555,3 +555,35 @@ def test_on_gpu_graphed_trainer_and_evaluator_match_eager() -> None:
     assert evaluator._hl_step.graphed.num_graphs == 1
     for pred, expected in zip(ev_out.preds, ev_ref_out.preds):
         torch.testing.assert_close(pred, expected, rtol=1e-4, atol=1e-5)
+
+
+# -- compile="auto": measured on the workflows' own iterations -----------------------------------------------------
+
+
+def test_auto_measures_the_workflows_steps_and_trains_as_eager_does(
+    monkeypatch: pytest.MonkeyPatch, step_clock: Any
+) -> None:
+    """The trainer's candidates (eager, fused, graphed here: the run is too short to compile) take turns on its
+    iterations; the choice is ``trainer.step_choice`` and the weights are the eager run's, within float tolerance."""
+    data = _batches(4)
+    ref, ref_out = _trainer(data, epochs=15)
+    ref.run()
+    monkeypatch.setattr(graphed, "_backend", FakeBackend())  # so that graphs apply on "cpu"
+    trainer, out = _trainer(data, epochs=15, compile="auto")
+    _fake(monkeypatch, trainer)
+    clock = step_clock(eager=3, fused=2, graphed=2.5)
+    clock.step = trainer._hl_step
+    trainer.run()
+    choice = trainer.step_choice
+    assert choice.variant == "fused" and list(choice.times_ms) == ["fused", "graphed", "eager"]
+    assert choice.skipped["compiled"].startswith("54 iterations left × 3 ms × 10% (the best gain compiling has")
+    assert set(choice.skipped) == {"compiled", "compiled_fused", "eager"}  # eager: > 1.3× fused after 2 chunks
+    for name, value in ref.network.state_dict().items():
+        torch.testing.assert_close(trainer.network.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    assert [loss.item() for loss in out.losses] == pytest.approx([loss.item() for loss in ref_out.losses], rel=1e-4)
+
+    evaluator, _ = _evaluator(data, trainer.network, compile="auto")
+    clock.step = evaluator._hl_step
+    for _ in range(12):  # one epoch of 4 iterations each: the measurement goes on from run to run
+        evaluator.run()
+    assert evaluator.step_choice.variant == "graphed" and list(evaluator.step_choice.times_ms) == ["graphed", "eager"]

@@ -43,11 +43,11 @@ makes the ratio "unbounded", a pass), one below the clock's resolution over a ro
 ``perf_counter``'s resolution ÷ iterations) is "< timer resolution" (hotloop's makes the ratio a lower bound,
 ``> N×``), and an original's leaves the ratio "n/a" (a fail where there is a target).
 
-JSON schema (``schema_version`` 2; 2 added ``metric``, ``batch_size``, ``also``, ``comparisons``, ``losses`` and the
-providers' ``samples_per_s`` and ``final_loss``)::
+JSON schema (``schema_version`` 3; 2 added ``metric``, ``batch_size``, ``also``, ``comparisons``, ``losses`` and the
+providers' ``samples_per_s`` and ``final_loss``; 3 the providers' ``choice``)::
 
     {
-      "schema_version": 2,
+      "schema_version": 3,
       "date": "2025-01-01T12:00:00+00:00",          # UTC, ISO 8601
       "mode": "full" | "quick",
       "warmup_rounds": int, "rounds": int,
@@ -70,6 +70,7 @@ providers' ``samples_per_s`` and ``final_loss``)::
               "overhead_vs_reference_us": STATS,     # per-round (provider − reference), µs per iteration
               "overhead_vs_baseline_us": STATS,      # per-round (provider − baseline), µs per iteration
               "final_loss": float | null,            # the loss of its last step, when its rounds report one
+              "choice": str | null,                  # what its step ran (compile="auto": the build it chose)
               "samples_us_per_iter": [float, ...]    # one per timed round, in round order
             }
           },
@@ -231,29 +232,31 @@ def _time_round(run: Callable[[], object]) -> float:
 
 def _measure(
     scenario: Scenario, iterations: int, warmup_rounds: int, rounds: int, tick: Callable[[], object]
-) -> tuple[dict[str, list[float]], dict[str, float | None]]:
+) -> tuple[dict[str, list[float]], dict[str, float | None], dict[str, str | None]]:
     """Runs the providers interleaved, round after round.
 
     ``tick()`` is called after each round, outside the timed region (it advances the progress bar).
 
     Returns:
-        µs per iteration of each timed round, per provider; and each provider's loss after its last round (``None``
-        when its rounds do not report one).
+        µs per iteration of each timed round, per provider; each provider's loss after its last round (``None``
+        when its rounds do not report one); and what its step ran in its last round (:attr:`Round.choice`).
     """
     runs = {name: build(iterations) for name, build in scenario.providers.items()}
     losses: dict[str, float | None] = dict.fromkeys(runs)
+    choices: dict[str, str | None] = dict.fromkeys(runs)
     for _ in range(warmup_rounds):
         for name, run in runs.items():
-            losses[name] = _timed(run)[1].loss
+            result = _timed(run)[1]
+            losses[name], choices[name] = result.loss, result.choice
             tick()
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for index in range(rounds):
         for name in _round_order(list(runs), index):
             seconds, result = _timed(runs[name])
             samples[name].append(seconds / (result.iterations or iterations) * 1e6)
-            losses[name] = result.loss
+            losses[name], choices[name] = result.loss, result.choice
             tick()
-    return samples, losses
+    return samples, losses, choices
 
 
 def _round_order(names: list[str], index: int) -> list[str]:
@@ -376,8 +379,9 @@ def _summarize(
     iterations: int,
     samples: dict[str, list[float]],
     losses: dict[str, float | None] | None = None,
+    choices: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
-    losses = losses or {}
+    losses, choices = losses or {}, choices or {}
     providers: dict[str, dict[str, Any]] = {
         name: {
             "us_per_iter": _stats(values),
@@ -385,6 +389,7 @@ def _summarize(
             "overhead_vs_reference_us": _paired_overhead(samples, name, scenario.reference),
             "overhead_vs_baseline_us": _paired_overhead(samples, name, scenario.baseline),
             "final_loss": losses.get(name),
+            "choice": choices.get(name),
             "samples_us_per_iter": values,
         }
         for name, values in samples.items()
@@ -478,14 +483,20 @@ def _shown_rate(batch_size: int | None, us_per_iter: float, form: str = "{}") ->
     return "" if batch_size is None else form.format(_rate(batch_size / us_per_iter * 1e6))
 
 
+def _named(result: dict[str, Any], name: str) -> str:
+    """A provider's name, with what its step chose where it chose (``hotloop_auto [fused]``)."""
+    choice = result["providers"][name].get("choice")
+    return name if choice is None else f"{name} [{choice}]"
+
+
 def _cost(result: dict[str, Any], name: str) -> str:
     """A provider's figure in the summary: its time per iteration (and samples/s) for a throughput scenario, its
     cost over the baseline for an overhead one."""
     provider = result["providers"][name]
     if result["metric"] == "throughput":
         per_step = provider["us_per_iter"]["median"]
-        return f"{name} {_duration(per_step)}" + _shown_rate(result["batch_size"], per_step, " ({})")
-    return f"{name} {_overhead(provider['overhead_vs_baseline_us']['median'], result['resolution_us'])}"
+        return f"{_named(result, name)} {_duration(per_step)}" + _shown_rate(result["batch_size"], per_step, " ({})")
+    return f"{_named(result, name)} {_overhead(provider['overhead_vs_baseline_us']['median'], result['resolution_us'])}"
 
 
 def _others(result: dict[str, Any]) -> str:
@@ -526,7 +537,7 @@ def _summary_table(results: list[dict[str, Any]]) -> str:
 
 def _roles(result: dict[str, Any], name: str) -> str:
     roles = [role for role in ("reference", "baseline", "original", "candidate") if result[role] == name]
-    return ", ".join(roles + ["original" for other in result["also"] if other == name])
+    return ", ".join(roles + ["compared" for other in result["also"] if other == name])
 
 
 def _final_loss(result: dict[str, Any], name: str) -> str:
@@ -542,7 +553,7 @@ def _detail_rows(result: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 f"{result['case']}/{result['scenario']}",
-                name,
+                _named(result, name),
                 _roles(result, name),
                 _duration(per_iter["median"]),
                 f"{_duration(per_iter['q1'])} – {_duration(per_iter['q3'])}",
@@ -796,6 +807,7 @@ def _run(
     selected: list[tuple[str, Scenario]], quick: bool, warmup_rounds: int, rounds: int, progress: bool = False
 ) -> list[dict[str, Any]]:
     results = []
+    selected = [(case, scenario.for_mode(quick)) for case, scenario in selected]
     total = sum((warmup_rounds + rounds) * len(scenario.providers) for _, scenario in selected)
     bar = _progress(total, progress)
     # Freezing what exists now keeps a full collection that falls inside a timed round from walking torch's heap
@@ -806,8 +818,8 @@ def _run(
         for case, scenario in selected:
             bar.set_description_str(f"{case}/{scenario.name}")
             iterations = scenario.quick_iterations if quick else scenario.iterations
-            samples, losses = _measure(scenario, iterations, warmup_rounds, rounds, bar.update)
-            results.append(_summarize(case, scenario, iterations, samples, losses))
+            samples, losses, choices = _measure(scenario, iterations, warmup_rounds, rounds, bar.update)
+            results.append(_summarize(case, scenario, iterations, samples, losses, choices))
     finally:
         gc.unfreeze()
         bar.close()
@@ -846,7 +858,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     results = _run(selected, args.quick, warmup_rounds, rounds, getattr(args, "progress", True))
     report = {
-        "schema_version": 2,
+        "schema_version": 3,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if args.quick else "full",
         "warmup_rounds": warmup_rounds,

@@ -125,6 +125,11 @@ class Engine(_IgniteEngine):
             trainer.run(data_loader, max_epochs=5)
     """
 
+    #: What the engine's step runs (``hotloop.step.StepChoice``: the build, and under ``compile="auto"`` what it
+    #: measured), set by the APIs that build the step (``create_supervised_trainer`` ...); absent on an engine whose
+    #: process function is the user's own.
+    step_choice: Any
+
     should_terminate = _Flag()
     should_terminate_single_epoch = _Flag()
     should_interrupt = _Flag()
@@ -379,8 +384,9 @@ class Engine(_IgniteEngine):
                     try:
                         last = self.last_event_name  # DATALOADER_STOP_ITERATION: the iterator was just restarted
                         if last is not DSI and (type(last) is Events or last != DSI) and state.dataloader is not None:
-                            self.last_event_name = GBS
-                            if gbs and hot.fire(GBS, gbs):
+                            if not gbs:  # else set by the dispatch, after Ignite's debug line (as Ignite does)
+                                self.last_event_name = GBS
+                            elif hot.fire(GBS, gbs):
                                 gbs, gbc, its, itc = yield from hot.settle()
                             state = self.state
                         state.batch = next(self._dataloader_iter)
@@ -388,7 +394,8 @@ class Engine(_IgniteEngine):
                         if state.dataloader is not None:  # the data iterator is user code (without data: ours)
                             if hot.table.version != hot.version:
                                 gbs, gbc, its, itc = hot.reload()
-                            self.last_event_name = GBC
+                            if not gbc:
+                                self.last_event_name = GBC
                             if (gbc and hot.fire(GBC, gbc)) or self._hl_flag_set:
                                 gbs, gbc, its, itc = yield from hot.settle()
                             state = self.state
@@ -406,14 +413,16 @@ class Engine(_IgniteEngine):
                         should_exit = True
                         continue
                     state.iteration += 1
-                    self.last_event_name = ITS
-                    if its and hot.fire(ITS, its):
+                    if not its:
+                        self.last_event_name = ITS
+                    elif hot.fire(ITS, its):
                         gbs, gbc, its, itc = yield from hot.settle()
                     state = self.state
                     state.output = self._process_function(self, state.batch)
                     if hot.table.version != hot.version:  # handlers of ITERATION_STARTED or the process function
                         gbs, gbc, its, itc = hot.reload()
-                    self.last_event_name = ITC
+                    if not itc:
+                        self.last_event_name = ITC
                     if (itc and hot.fire(ITC, itc)) or self._hl_flag_set:
                         gbs, gbc, its, itc = yield from hot.settle()
                     state = self.state

@@ -7,16 +7,21 @@ gradient scaler and accumulation, the autocast context — and gets a :class:`Tr
 The builder knows the **candidate builds** of that step, each a :class:`Body` with the same inputs and outputs:
 
 - ``"eager"``: the step as the original runs it;
+- ``"fused"`` (training, CPU): the same, the optimizer stepping through torch's fused implementation
+  (:mod:`hotloop.step.fused`), where the optimizer has one and the user left ``foreach``/``fused`` unset;
 - ``"compiled"``: the whole device body through ``torch.compile`` (:class:`~hotloop.step.CompiledStep`: forward,
   loss, backward, and the optimizer step when it runs every iteration without a scaler), falling back to the same
   body around the model compiled alone (:class:`~hotloop.step.CompiledModel`) if it does not compile;
+- ``"compiled_fused"`` (training, where ``"fused"`` applies): forward, loss and backward compiled, then the fused
+  optimizer step, eager;
 - ``"graphed"``: the whole body captured in a CUDA graph per input shape (:class:`~hotloop.step.GraphedStep`),
   where the device and the iteration allow it.
 
-One selector (:func:`select`) picks the candidate the options ask for — graphed, else compiled, else eager — and
-warns once when ``cuda_graphs`` cannot apply. A measuring selector (``compile="auto"`` timing the candidates on the
-first iterations) has the same candidates to choose from: :func:`train_candidates` / :func:`eval_candidates` return
-them by name, each built only when asked for.
+One selector (:func:`select`) picks the candidate the options pin — graphed, else the build ``compile`` names, else
+eager — and warns once when ``cuda_graphs`` cannot apply. Under ``compile="auto"`` the step measures instead
+(:class:`~hotloop.step.auto.AutoSelector`): :func:`train_candidates` / :func:`eval_candidates` give it the
+candidates by name, each built only when asked for; what was chosen is :attr:`TrainStep.choice`
+(``engine.step_choice`` once :meth:`TrainStep.attach` ran).
 
 Host logic stays with the step object, the same for every API: zeroing gradients at the start of an accumulation
 window (unless the body does it: a CUDA graph keeps them in its memory), the backward pass of a loss divided by the
@@ -29,7 +34,9 @@ pieces around :attr:`TrainStep.forward`, :meth:`TrainStep.begin`, :meth:`TrainSt
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +47,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hotloop.reliability.nonfinite import NonFiniteGuard
 from hotloop.step.amp import NO_AUTOCAST, Autocast
+from hotloop.step.auto import AutoSelector, StepChoice, iterations_left, ranks_together
 from hotloop.step.compiled import CompiledModel, CompiledStep
+from hotloop.step.fused import fused_blocker, fused_step
 from hotloop.step.graphed import CudaGraphWarning, GraphedStep, cuda_graphs_supported
 from hotloop.step.options import StepOptions
 
@@ -68,6 +77,10 @@ _DEFAULT_COMPILE_KWARGS: dict[str, Any] = {"dynamic": False}
 
 def _call(model: Any, x: Any) -> Any:
     return model(x)
+
+
+def _no_engine() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,8 @@ class Body(NamedTuple):
     zeroes_grad: bool = False
     #: The object behind ``fn`` (a ``CompiledStep``, a ``GraphedStep``), for inspection; None when eager.
     impl: Any = None
+    #: Its first iterations that ``compile="auto"`` does not time: compiling, a CUDA graph's warm-up and capture.
+    warmup: int = 1
 
 
 # -- host logic shared by every API --------------------------------------------------------------------------------
@@ -164,16 +179,37 @@ def _warmup_iters(model: torch.nn.Module) -> int:
 # -- candidates ----------------------------------------------------------------------------------------------------
 
 
-def _train_body(it: Iteration, x: Any, y: Any, model: Any = None, cache_enabled: bool | None = None) -> Any:
-    """Forward, loss, backward (and the optimizer step when ``it.whole``) on ``model`` (default: ``it.model``)."""
+def _forward_backward(it: Iteration, x: Any, y: Any, model: Any = None, cache_enabled: bool | None = None) -> Any:
+    """Forward, loss and backward on ``model`` (default: ``it.model``): ``(y_pred, loss)``."""
     scaler = it.current_scaler()
     with it.autocast(cache_enabled):
         y_pred = it.forward(it.model if model is None else model, x)
         loss = it.loss(y_pred, y)  # type: ignore[misc]
     backward(loss, it.accumulation, scaler)
+    return y_pred, loss
+
+
+def _train_body(it: Iteration, x: Any, y: Any, model: Any = None, cache_enabled: bool | None = None) -> Any:
+    """Forward, loss, backward (and the optimizer step when ``it.whole``) on ``model`` (default: ``it.model``)."""
+    out = _forward_backward(it, x, y, model, cache_enabled)
     if it.whole:
         optimizer_step(it.optimizer)
-    return y_pred, loss
+    return out
+
+
+class _ThenFusedStep:
+    """``fn(x, y)``, then the optimizer step through its fused implementation: the ``"fused"`` bodies."""
+
+    __slots__ = ("fn", "optimizer")
+
+    def __init__(self, fn: Callable[[Any, Any], Any], optimizer: torch.optim.Optimizer) -> None:
+        self.fn = fn
+        self.optimizer = optimizer
+
+    def __call__(self, x: Any, y: Any) -> Any:
+        out = self.fn(x, y)
+        fused_step(self.optimizer)
+        return out
 
 
 def _eval_body(it: Iteration, x: Any, model: Any = None, cache_enabled: bool | None = None) -> Any:
@@ -214,8 +250,10 @@ class Candidates:
         device: the step's device.
 
     Attributes:
-        builds: ``{"eager": make, "compiled": make, "graphed": make}``, each ``make()`` returning a :class:`Body`;
-            ``"graphed"`` only where a CUDA graph can apply (:meth:`graph_blocker` says why not).
+        builds: ``{"eager": make, "fused": make, "compiled": make, "compiled_fused": make, "graphed": make}``, each
+            ``make()`` returning a :class:`Body`; ``"fused"`` and ``"compiled_fused"`` only where the optimizer can
+            step through its fused implementation (:meth:`fused_blocker` says why not), ``"graphed"`` only where a
+            CUDA graph can apply (:meth:`graph_blocker` says why not).
     """
 
     def __init__(self, it: Iteration, options: StepOptions, device: Any) -> None:
@@ -238,6 +276,15 @@ class Candidates:
             return f"device {self.device}"
         return _graph_blocker(self.it)
 
+    def fused_blocker(self) -> str | None:
+        """Why the step's optimizer cannot step through its fused implementation in the body, or None."""
+        it = self.it
+        if it.loss is None:
+            return "an evaluation step (no optimizer)"
+        if not it.whole:
+            return f"{it.accumulation_name} > 1" if it.accumulation > 1 else "a GradScaler"
+        return fused_blocker(it.optimizer, self.device)
+
     def graphed(self, compute: Callable[..., Any], eager: Callable[..., Any]) -> GraphedStep:
         """A :class:`GraphedStep` of ``compute`` whose warm-up and fallbacks run ``eager``."""
         it = self.it
@@ -249,7 +296,8 @@ class Candidates:
             eager_step=eager,
             warmup_iters=_warmup_iters(it.model),
             optimizer=optimizer,
-            clone_outputs=it.clone_outputs,
+            # Under compile="auto" the user did not ask for graphs: their outputs must not alias graph memory.
+            clone_outputs=it.clone_outputs or self.options.variant == "auto",
             device=self.device,
             name=it.name,
         )
@@ -272,19 +320,32 @@ def train_candidates(it: Iteration, options: StepOptions, device: Any) -> Candid
     """The candidate builds of a training step: ``fn(x, y)`` → ``(y_pred, loss)``."""
     made = Candidates(it, options, device)
     whole = it.whole
+    graph_warmup = _warmup_iters(it.model) + 2  # warm-up, capture (+ its replay), one replay
 
     def eager() -> Body:
         return Body(partial(_train_body, it), steps_optimizer=whole)
 
+    def fused() -> Body:
+        return Body(_ThenFusedStep(partial(_forward_backward, it), it.optimizer), steps_optimizer=True)
+
     def compiled() -> Body:
         step = made.compiled(_train_body, (it.model, it.optimizer))
-        return Body(step, steps_optimizer=whole, impl=step)
+        return Body(step, steps_optimizer=whole, impl=step, warmup=2)
+
+    def compiled_fused() -> Body:
+        step = made.compiled(_forward_backward, (it.model, it.optimizer))
+        return Body(_ThenFusedStep(step, it.optimizer), steps_optimizer=True, impl=step, warmup=2)
 
     def graphed() -> Body:
         step = made.graphed(partial(_graphed_train_compute, it), partial(_graphed_train_eager, it))
-        return Body(step, steps_optimizer=True, zeroes_grad=True, impl=step)
+        return Body(step, steps_optimizer=True, zeroes_grad=True, impl=step, warmup=graph_warmup)
 
-    made.builds.update(eager=eager, compiled=compiled)
+    made.builds["eager"] = eager
+    if made.fused_blocker() is None:
+        made.builds["fused"] = fused
+    made.builds["compiled"] = compiled
+    if made.fused_blocker() is None:
+        made.builds["compiled_fused"] = compiled_fused
     if made.graph_blocker() is None:
         made.builds["graphed"] = graphed
     return made
@@ -293,17 +354,18 @@ def train_candidates(it: Iteration, options: StepOptions, device: Any) -> Candid
 def eval_candidates(it: Iteration, options: StepOptions, device: Any) -> Candidates:
     """The candidate builds of an evaluation step (an :class:`Iteration` without a loss): ``fn(x)`` → ``y_pred``."""
     made = Candidates(it, options, device)
+    graph_warmup = _warmup_iters(it.model) + 2
 
     def eager() -> Body:
         return Body(partial(_eval_body, it))
 
     def compiled() -> Body:
         step = made.compiled(_eval_body, (it.model,))
-        return Body(step, impl=step)
+        return Body(step, impl=step, warmup=2)
 
     def graphed() -> Body:
         step = made.graphed(partial(_graphed_eval_compute, it), partial(_graphed_eval_eager, it))
-        return Body(partial(_graphed_eval, step), impl=step)
+        return Body(partial(_graphed_eval, step), impl=step, warmup=graph_warmup)
 
     made.builds.update(eager=eager, compiled=compiled)
     if made.graph_blocker() is None:
@@ -327,11 +389,15 @@ def _graphed_eval(step: GraphedStep, x: Any) -> Any:
 
 
 def select(candidates: Candidates, options: StepOptions, device: Any) -> str:
-    """The candidate the options ask for: ``"graphed"`` with ``cuda_graphs``, else ``"compiled"`` with ``compile``,
-    else ``"eager"``. ``cuda_graphs`` where the step cannot be graphed warns once (:class:`CudaGraphWarning`).
+    """The candidate the options ask for: ``"graphed"`` with ``cuda_graphs``, else the build ``compile`` pins
+    (``True`` and a dict: ``"compiled"``), else ``"auto"`` for ``compile="auto"`` (:class:`AutoSelector` measures),
+    else ``"eager"``. ``cuda_graphs`` where the step cannot be graphed warns once (:class:`CudaGraphWarning`). An
+    evaluation step runs ``"fused"`` as ``"eager"`` and ``"compiled_fused"`` as ``"compiled"`` (it has no optimizer).
 
     Raises:
         RuntimeError: ``cuda_graphs=True`` without a usable CUDA device.
+        ValueError: ``compile`` pins ``"fused"`` or ``"compiled_fused"`` on a training step whose optimizer cannot
+            step through its fused implementation.
     """
     if options.graphs(device):
         if "graphed" in candidates.builds:
@@ -342,27 +408,91 @@ def select(candidates: Candidates, options: StepOptions, device: Any) -> str:
             CudaGraphWarning,
             stacklevel=5,
         )
-    if options.compile_kwargs(device) is not None:
-        return "compiled"
-    return "eager"
+    variant = options.variant
+    if variant == "auto" or variant in candidates.builds:
+        return variant
+    if candidates.it.loss is None:
+        return "compiled" if variant == "compiled_fused" else "eager"
+    raise ValueError(
+        f"{candidates.it.name}: compile={variant!r} steps the optimizer through its fused implementation, which "
+        f"does not apply with {candidates.fused_blocker()}; pin 'eager' or 'compiled' instead, or use 'auto'"
+    )
+
+
+_COMPILED = ("compiled", "compiled_fused")
 
 
 # -- the steps -----------------------------------------------------------------------------------------------------
 
 
 class _Step:
-    """What training and evaluation steps share: the chosen body, the compiled model, the usability checks."""
+    """What training and evaluation steps share: the chosen body, the compiled model, the measurement of
+    ``compile="auto"``, the usability checks."""
 
     def __init__(self, candidates: Candidates, options: StepOptions, device: Any, parts: tuple[Any, ...]) -> None:
         self.it = candidates.it
         self.name = candidates.it.name
-        #: The name of the candidate in use: ``"eager"``, ``"compiled"`` or ``"graphed"``.
-        self.variant = select(candidates, options, device)
-        self.body: Body = candidates.builds[self.variant]()
-        #: The model as the API's own pieces call it: compiled alone when ``compile`` is on, else None.
-        self.compiled_model = candidates.compiled_model() if options.compile_kwargs(device) is not None else None
+        self.options = options
+        self.device = device
         self.parts = parts
+        self._candidates = candidates
         self._warned: set[str] = set()
+        self._engine: Callable[[], Any] = _no_engine
+        variant = select(candidates, options, device)
+        #: What the step runs (``engine.step_choice``): pinned, or measured under ``compile="auto"``.
+        self.choice = StepChoice(requested="graphed" if variant == "graphed" else options.variant)
+        #: The name of the candidate in use: ``"eager"``, ``"fused"``, ``"compiled"``, ``"compiled_fused"`` or
+        #: ``"graphed"`` (under ``compile="auto"``, while measuring: the one being timed).
+        self.variant = variant
+        self.body: Body
+        #: The model as the API's own pieces call it: compiled alone when ``compile`` is on, else None.
+        self.compiled_model: CompiledModel | None = None
+        #: The measurement under ``compile="auto"``, until it has chosen; else None.
+        self.auto: AutoSelector | None = None
+        if variant == "auto":
+            self.auto = self._measure(candidates)
+        else:
+            self.choice.variant = variant
+            self._use(variant, candidates.builds[variant]())
+            if options.variant in _COMPILED:  # compiled pieces beside a graphed body too
+                self.compiled_model = candidates.compiled_model()
+
+    def _measure(self, candidates: Candidates) -> AutoSelector:
+        names = list(candidates.builds)
+        return AutoSelector(
+            [name for name in names if name not in _COMPILED],
+            [name for name in names if name in _COMPILED],
+            make=lambda name: candidates.builds[name](),
+            switch=self._switched,
+            iterations_left=self._iterations_left,
+            choice=self.choice,
+            device=self.device,
+            training=self.it.loss is not None,
+            name=self.name,
+            group=ranks_together(self.it.model) if self.it.loss is not None else None,
+        )
+
+    def _use(self, variant: str, body: Body) -> None:
+        self.variant = variant
+        self.body = body
+
+    def _switched(self, variant: str, body: Body) -> None:
+        """The measurement's switch: ``body`` from the next iteration on, the model compiled alone with it."""
+        self._use(variant, body)
+        self.compiled_model = self._candidates.compiled_model() if variant in _COMPILED else None
+        if self.choice.variant is not None:
+            self.auto = None
+
+    def _iterations_left(self) -> int | None:
+        engine = self._engine()
+        return None if engine is None else iterations_left(engine.state)
+
+    def attach(self, engine: Any) -> None:
+        """Apply the engine-side options to ``engine`` (:meth:`StepOptions.attach`), expose :attr:`choice` as
+        ``engine.step_choice``, and let ``compile="auto"`` read the run's planned length from its state."""
+        self.options.attach(engine, self.device)
+        engine.step_choice = self.choice
+        self._engine = weakref.ref(engine)
 
     @property
     def graphed(self) -> GraphedStep | None:
@@ -382,7 +512,8 @@ class _Step:
     def takes(self, engine: Any, split_events: tuple[Any, ...], parts: tuple[Any, ...], now: tuple[Any, ...]) -> bool:
         """Whether this iteration of an API with events inside its step may run the chosen body.
 
-        Not when the body is eager (the API's own pieces are its eager step), when every event must be fired (an
+        Not when the body is eager (the API's own pieces are its eager step; but ``compile="auto"`` times the body
+        while it measures), when every event must be fired (an
         overridden ``fire_event``), when an event of ``split_events`` has handlers, when the API passes the model
         extra arguments (``now`` holds them: non-empty), or when one of the ``parts`` the body closes over was
         replaced. For a graphed body each cause warns once (:class:`CudaGraphWarning`). Host-side checks only.
@@ -393,7 +524,7 @@ class _Step:
             parts: the objects the API's iteration uses now (network, optimizer, loss, inferer ...).
             now: extra arguments for the model this iteration (``(args, kwargs)``).
         """
-        if self.variant == "eager":
+        if self.variant == "eager" and self.auto is None:
             return False
         if engine._every_event_fired():
             return self._eager("every event is fired (fire_event or _fire_event is overridden)")
@@ -504,6 +635,8 @@ class EvalStep(_Step):
     """
 
     def __init__(self, it: Iteration, options: StepOptions, device: Any, parts: tuple[Any, ...] = ()) -> None:
+        if options.on_nonfinite is not None:  # a guard watches a training loss: not attached to an evaluator
+            options = dataclasses.replace(options, on_nonfinite=None)
         super().__init__(eval_candidates(it, options, device), options, device, parts)
 
     def __call__(self, x: Any) -> Any:

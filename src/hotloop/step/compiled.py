@@ -13,41 +13,44 @@ import torch
 
 from hotloop.step.tree import tree_key
 
-__all__ = ["CompiledModel", "CompiledStep", "resolve_compile"]
+__all__ = ["PINNED", "CompiledModel", "CompiledStep", "resolve_compile"]
 
 _logger = logging.getLogger(__name__)
 
 
+#: The candidate builds of a step that ``compile`` can pin by name (``docs/hot-path.md``): the step as the original
+#: runs it; the same with the optimizer stepping through torch's fused implementation; the whole step compiled (what
+#: ``compile=True`` builds); forward and backward compiled with the fused optimizer step after them.
+PINNED = ("eager", "fused", "compiled", "compiled_fused")
+_COMPILED = ("compiled", "compiled_fused")
+
+
 def resolve_compile(option: Any, device: str | torch.device | None) -> dict[str, Any] | None:
-    """Turn the ``compile`` option into ``torch.compile`` keyword arguments, or None for eager.
+    """Turn the ``compile`` option into the ``torch.compile`` keyword arguments of the step's compiled builds.
 
     Args:
-        option: ``False`` (eager), ``True`` (compile), ``"auto"`` (compile on CUDA, eager elsewhere: on a CPU
-            inductor's code for a small training step is slower than eager, see ``docs/hot-path.md``), or a dict of
-            ``torch.compile`` keyword arguments (compile with them).
-        device: the step's device.
+        option: ``False`` or ``"eager"`` or ``"fused"`` (nothing compiled), ``True`` or ``"compiled"`` or
+            ``"compiled_fused"`` (compiled), ``"auto"`` (the arguments of the compiled candidates that the step's
+            measurement may try, see :class:`~hotloop.step.StepChoice`), or a dict of ``torch.compile`` keyword
+            arguments (compile with them).
+        device: the step's device (the arguments do not depend on it).
 
     Returns:
-        keyword arguments for ``torch.compile`` (``dynamic=False`` unless given) or None.
+        keyword arguments for ``torch.compile`` (``dynamic=False`` unless given), or None when nothing is compiled.
 
     Raises:
         ValueError: ``option`` is none of the above.
     """
-    if option is False or option is None:
+    if option is False or option is None or option == "eager" or option == "fused":
         return None
-    if option == "auto":
-        is_cuda = device is not None and torch.device(device).type == "cuda"
-        if not is_cuda:
-            _logger.info(
-                "compile='auto': eager on device %s (inductor's CPU code is slower for training steps)", device
-            )
-            return None
-        return {"dynamic": False}
-    if option is True:
+    if option is True or option == "auto" or option in _COMPILED:
         return {"dynamic": False}
     if isinstance(option, dict):
         return {"dynamic": False, **option}
-    raise ValueError(f"compile should be False, True, 'auto' or a dict of torch.compile kwargs, got {option!r}")
+    raise ValueError(
+        "compile should be False, True, 'auto', one of the pinned builds "
+        f"{', '.join(repr(name) for name in PINNED)} or a dict of torch.compile kwargs, got {option!r}"
+    )
 
 
 def _snapshot(objs: Sequence[Any]) -> list[Any]:

@@ -29,8 +29,10 @@ class StepOptions:
             step (forward, loss, backward and the optimizer step where it runs every iteration) when no event of
             the API fires inside it, else the model's forward; if compiling the whole step fails, the model and
             optimizer are restored and the step runs with the model alone compiled (logged once, logger
-            ``hotloop.step.compiled``). ``"auto"``: compile on CUDA, eager elsewhere. A dict: ``torch.compile``
-            keyword arguments.
+            ``hotloop.step.compiled``). ``"auto"``: measure the candidate builds that apply on the device during the
+            first iterations of the run and keep the fastest (:class:`~hotloop.step.StepChoice`, on the engine as
+            ``engine.step_choice``). A candidate's name pins it: ``"eager"``, ``"fused"``, ``"compiled"``,
+            ``"compiled_fused"``. A dict: ``torch.compile`` keyword arguments.
         cuda_graphs: ``False``; ``True`` capture the step in a CUDA graph per input shape and replay it (a CUDA
             device is required); ``"auto"`` where the device is CUDA. Warm-up: 3 eager iterations per shape, 11 for
             a ``DistributedDataParallel`` model. What a graph cannot take runs eagerly with one warning.
@@ -62,8 +64,7 @@ class StepOptions:
             raise TypeError(f"prefetch should be True or False, got {self.prefetch!r}")
         if not (self.cuda_graphs is False or self.cuda_graphs is True or self.cuda_graphs == "auto"):
             raise ValueError(f"cuda_graphs should be False, True or 'auto', got {self.cuda_graphs!r}")
-        if self.compile != "auto":
-            resolve_compile(self.compile, None)  # raises for a value that is none of the accepted ones
+        resolve_compile(self.compile, None)  # raises for a value that is none of the accepted ones
         shapes = self.max_compiled_shapes
         if not isinstance(shapes, int) or isinstance(shapes, bool) or shapes < 1:
             raise ValueError(f"max_compiled_shapes should be a positive integer, got {shapes!r}")
@@ -73,6 +74,15 @@ class StepOptions:
     def default(self) -> bool:
         """True when every option is off: the step is the original's."""
         return self == _DEFAULT
+
+    @property
+    def variant(self) -> str:
+        """The build ``compile`` asks for: ``"auto"`` (measured), or the pinned candidate's name (``True`` and a
+        dict: ``"compiled"``; ``False``: ``"eager"``)."""
+        option = self.compile
+        if isinstance(option, str):
+            return option
+        return "eager" if option is False or option is None else "compiled"
 
     def compile_kwargs(self, device: str | torch.device | None) -> dict[str, Any] | None:
         """``torch.compile`` keyword arguments for a step on ``device``, or None for eager."""

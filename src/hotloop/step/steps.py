@@ -17,6 +17,7 @@ from hotloop.step.builder import EvalStep, Iteration, TrainStep
 from hotloop.step.options import StepOptions
 
 __all__ = [
+    "attach_step",
     "build_eval_step",
     "build_train_step",
     "call_model",
@@ -159,6 +160,7 @@ def build_train_step(
         step.finish(loss, index, zero, index % gas == 0)
         return output_transform(x, y, y_pred, (loss / gas if gas > 1 else loss) * gas)
 
+    update.step = step  # type: ignore[attr-defined]  # for attach_step
     return update
 
 
@@ -194,4 +196,19 @@ def build_eval_step(
             y_pred = step(x)
             return output_transform(x, y, y_pred)
 
+    evaluate_step.step = step  # type: ignore[attr-defined]  # for attach_step
     return evaluate_step
+
+
+def attach_step(engine: Any, process_function: Callable[..., Any], options: StepOptions, device: Any) -> None:
+    """Apply ``options`` to ``engine`` and expose what its step runs as ``engine.step_choice``.
+
+    For a process function of :func:`build_train_step` / :func:`build_eval_step` that is its step's
+    :meth:`~hotloop.step.TrainStep.attach`; another one (Ignite's own step, one patched in) gets the engine-side
+    options alone (:meth:`StepOptions.attach`) and no ``step_choice``.
+    """
+    step = getattr(process_function, "step", None)
+    if isinstance(step, (TrainStep, EvalStep)):
+        step.attach(engine)
+    else:
+        options.attach(engine, device)

@@ -277,7 +277,7 @@ class SupervisedEvaluator(Evaluator):
         self.inferer = _monai.default_inferer() if inferer is None else inferer
         self.cuda_graphs = cuda_graphs
         self._hl_step = self._hl_build_step(options)
-        options.attach(self, self.state.device)
+        self._hl_step.attach(self)  # the engine-side options, and self.step_choice
 
     def _hl_build_step(self, options: StepOptions) -> EvalStep:
         """MONAI's evaluation forward described to hotloop's step builder."""

@@ -213,7 +213,7 @@ class SupervisedTrainer(Trainer):
         events = self._hl_events
         self._hl_split = (events.FORWARD_COMPLETED, events.LOSS_COMPLETED, events.BACKWARD_COMPLETED)
         self._hl_step = self._hl_build_step(options)
-        options.attach(self, self.state.device)
+        self._hl_step.attach(self)  # the engine-side options, and self.step_choice
 
     def _hl_build_step(self, options: StepOptions) -> TrainStep:
         """MONAI's training step described to hotloop's step builder (the parts it closes over, not the trainer)."""

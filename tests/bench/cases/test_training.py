@@ -79,10 +79,15 @@ def test_training_scenarios_compare_time_per_step_against_ignite_and_lightning()
             "throughput",
             "ignite",
             "hotloop_auto",
-            ("lightning",),
+            ("lightning", "hotloop_eager", "hotloop_compiled"),
         )
         assert set(scenario.same_steps) == {"raw", "ignite", "lightning", "hotloop"}
         assert scenario.batch_size and scenario.quick_iterations < scenario.iterations
+        # compile="auto" is held to compile pinned off and on, in full runs: a quick run does not pay the compile.
+        assert scenario.full_only == ("hotloop_eager", "hotloop_compiled")
+        quick = scenario.for_mode(quick=True)
+        assert list(quick.providers) == ["raw", "ignite", "lightning", "hotloop", "hotloop_auto"]
+        assert quick.also == ("lightning",) and scenario.for_mode(quick=False) is scenario
 
 
 @pytest.mark.skipif(not DALI.installed(), reason="compares hotloop's DALI loader with the stock PIL DataLoader")

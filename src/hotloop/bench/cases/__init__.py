@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -52,11 +52,14 @@ class Round:
         iterations: The iterations ``seconds`` covers, when the provider ran another number than the scenario's.
         loss: The loss of the round's last step, as a float: the scenario checks that providers running the same
             steps on the same data end on the same loss.
+        choice: What the provider's step chose to run, where it chooses (``compile="auto"``: ``"fused"`` …; ``None``
+            while it measures), shown beside its name.
     """
 
     seconds: float | None = None
     iterations: int | None = None
     loss: float | None = None
+    choice: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Scenario:
         same_steps: Providers that run the same computation on the same data from the same initial weights: their
             final losses (:attr:`Round.loss`) must agree within ``loss_rtol``, or the scenario fails.
         loss_rtol: The relative tolerance of that check.
+        full_only: Providers left out of a ``--quick`` run (and out of ``also`` and ``same_steps`` there): those whose
+            first round compiles for seconds, measured in the full run only.
     """
 
     name: str
@@ -100,6 +105,7 @@ class Scenario:
     batch_size: int | None = None
     same_steps: tuple[str, ...] = ()
     loss_rtol: float = 1e-5
+    full_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         roles = [(role, getattr(self, role)) for role in ("reference", "baseline", "original", "candidate")]
@@ -109,6 +115,13 @@ class Scenario:
                 raise ValueError(
                     f"Scenario {self.name!r}: {role}={provider!r} is not one of its providers {list(self.providers)}"
                 )
+        for provider in self.full_only:
+            if provider not in self.providers:
+                raise ValueError(
+                    f"Scenario {self.name!r}: full_only={provider!r} is not one of its providers {list(self.providers)}"
+                )
+            if provider in (self.reference, self.baseline, self.original, self.candidate):
+                raise ValueError(f"Scenario {self.name!r}: {provider!r} has a role every run needs; not full_only")
         if self.metric not in METRICS:
             raise ValueError(f"Scenario {self.name!r}: metric should be one of {METRICS}, got {self.metric!r}")
         if self.batch_size is not None and self.batch_size < 1:
@@ -118,6 +131,19 @@ class Scenario:
                 f"Scenario {self.name!r}: iterations must be positive, got iterations={self.iterations}, "
                 f"quick_iterations={self.quick_iterations}"
             )
+
+    def for_mode(self, quick: bool) -> Scenario:
+        """The scenario as a run of that mode measures it: without the :attr:`full_only` providers when ``quick``."""
+        if not quick or not self.full_only:
+            return self
+        dropped = set(self.full_only)
+        return replace(
+            self,
+            providers={name: build for name, build in self.providers.items() if name not in dropped},
+            also=tuple(name for name in self.also if name not in dropped),
+            same_steps=tuple(name for name in self.same_steps if name not in dropped),
+            full_only=(),
+        )
 
 
 def load_cases() -> dict[str, list[Scenario]]:

@@ -35,6 +35,7 @@ __all__ = [
     "Data",
     "Setup",
     "TinyTransformer",
+    "auto_choice",
     "engine",
     "lightning",
     "lightning_noop",
@@ -71,6 +72,14 @@ class TinyTransformer(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(self.embed(tokens) + self.position)  # hidden: [B, L, width]
         return self.head(hidden.mean(dim=1))
+
+
+def auto_choice(engine: Any) -> str | None:
+    """What ``compile="auto"`` chose for ``engine``'s step (``"measuring"`` until it has); None for other engines."""
+    choice = getattr(engine, "step_choice", None)
+    if choice is None or choice.requested != "auto":
+        return None
+    return choice.variant or "measuring"
 
 
 def seeded(build: Callable[[], nn.Module], seed: int = 0) -> Callable[[], nn.Module]:
@@ -111,7 +120,8 @@ def raw_loop(setup: Setup, data: Data, device: torch.device) -> Provider:
 
 def engine(make: Callable[..., Any], setup: Setup, data: Data, device: torch.device, **options: Any) -> Provider:
     """A trainer from ``make`` (Ignite's or hotloop's ``create_supervised_trainer``), one ``run`` of one epoch per
-    round; the round's loss is ``state.output`` (the default output: the last step's loss)."""
+    round; the round's loss is ``state.output`` (the default output: the last step's loss), its choice what
+    ``compile="auto"`` chose (``trainer.step_choice``)."""
 
     def build(iterations: int) -> Callable[[], Round]:
         model, optimizer, loss_fn = setup()
@@ -120,7 +130,8 @@ def engine(make: Callable[..., Any], setup: Setup, data: Data, device: torch.dev
 
         def run() -> Round:
             # A finished engine restarts from iteration 0 on the next ``run``, so one engine serves every round.
-            return Round(loss=float(trainer.run(batches, max_epochs=1).output))
+            loss = float(trainer.run(batches, max_epochs=1).output)
+            return Round(loss=loss, choice=auto_choice(trainer))
 
         return run
 

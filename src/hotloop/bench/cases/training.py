@@ -23,7 +23,10 @@ Providers, each with its own model (the same initial weights), optimizer and los
   check off, one fit per round, its epoch timed from a callback (the set-up of each ``fit`` is not counted);
 - ``hotloop``: ``hotloop.create_supervised_trainer`` with Ignite's arguments only;
 - ``hotloop_auto``: the same with ``compile="auto"``, ``no_sync=True`` and ``prefetch=True`` (and its data loader for
-  ``digits_png``): hotloop as recommended, the candidate.
+  ``digits_png``): hotloop as recommended, the candidate; what ``"auto"`` chose is shown beside it;
+- ``hotloop_eager`` and ``hotloop_compiled`` (full runs only: a compile takes 10-20 s on 2 cores): ``hotloop_auto``
+  with ``compile`` pinned to ``False`` and to ``True``, which ``"auto"`` must not be more than 5 % slower than
+  (issue 18), shown as ``hotloop_eager ÷ hotloop_auto`` and ``hotloop_compiled ÷ hotloop_auto``.
 
 ``raw``, ``ignite``, ``lightning`` and ``hotloop`` run the same steps on the same data: they must end on the same loss
 (checked). ``hotloop_auto`` may compile (its loss then differs within floating-point tolerance) and, on
@@ -64,6 +67,8 @@ _MEAN, _STD = 0.5, 0.25  # on the 0..1 scale
 _DISTINCT_BATCHES = 8
 _RECOMMENDED: dict[str, Any] = {"compile": "auto", "no_sync": True, "prefetch": True}
 _SAME_STEPS = ("raw", "ignite", "lightning", "hotloop")
+#: ``hotloop_auto``'s options with ``compile`` pinned: what ``"auto"`` is held to (full runs only).
+_PINNED: dict[str, dict[str, Any]] = {"hotloop_eager": {"compile": False}, "hotloop_compiled": {"compile": True}}
 
 # --- digits_png -------------------------------------------------------------------------------------------------
 
@@ -199,6 +204,10 @@ def _providers(setup: Setup, stock: Data, recommended: Data) -> dict[str, Callab
         "lightning": lightning(setup, stock, _DEVICE),
         "hotloop": engine(hotloop.create_supervised_trainer, setup, stock, _DEVICE),
         "hotloop_auto": engine(hotloop.create_supervised_trainer, setup, recommended, _DEVICE, **_RECOMMENDED),
+        **{
+            name: engine(hotloop.create_supervised_trainer, setup, recommended, _DEVICE, **{**_RECOMMENDED, **pinned})
+            for name, pinned in _PINNED.items()
+        },
     }
 
 
@@ -212,9 +221,10 @@ def _scenario(name: str, description: str, iterations: int, quick: int, batch: i
         original="ignite",
         candidate="hotloop_auto",
         metric="throughput",
-        also=("lightning",),
+        also=("lightning", *_PINNED),
         batch_size=batch,
         same_steps=_SAME_STEPS,
+        full_only=tuple(_PINNED),
     )
 
 

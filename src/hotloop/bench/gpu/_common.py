@@ -214,12 +214,13 @@ def measure(
     survivors = _with_survivors(scenario, {name: _prebuilt(run) for name, run in built.items()}, rounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # seen in the first round already
-        samples, losses = compare._measure(survivors, rounds.iterations, rounds.warmup - 1, rounds.rounds, lambda: None)
+        measured = compare._measure(survivors, rounds.iterations, rounds.warmup - 1, rounds.rounds, lambda: None)
+    samples, losses, choices = measured
     for name, get in (extra_samples or {}).items():
         extra = get(rounds.rounds)
         if len(extra) == rounds.rounds:  # none when its provider failed
             samples[name] = extra
-    summary = compare._summarize(case, survivors, rounds.iterations, samples, losses)
+    summary = compare._summarize(case, survivors, rounds.iterations, samples, losses, choices)
     summary["first_round_s"] = first
     summary["failed"] = failed
     return summary

@@ -7,11 +7,11 @@ from importlib import metadata
 from typing import Any
 
 import torch
+from torch import nn
 
 import hotloop
 from hotloop.collate import HAS_NATIVE
 from hotloop.ops import HAS_TRITON
-from hotloop.step import resolve_compile
 from hotloop.step.graphed import cuda_graphs_supported
 
 from ._common import Context
@@ -64,15 +64,28 @@ def _summary(versions: dict[str, str | None], device: dict[str, Any], native: bo
     return f"{where}; {found}; hotloop native module: {'built' if native else 'missing (pure-Python decollation)'}"
 
 
+def _compile_auto(device: torch.device) -> str:
+    """What ``compile="auto"`` chooses on ``device`` for a small MLP's training step, as its engine reports it
+    (``trainer.step_choice``, with the times it measured)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    trainer = hotloop.create_supervised_trainer(
+        model, optimizer, nn.CrossEntropyLoss(), device=device, compile="auto", no_sync=True
+    )
+    batch = (torch.randn(16, 32, device=device), torch.randint(0, 10, (16,), device=device))
+    trainer.run([batch] * 100, max_epochs=1)
+    return str(trainer.step_choice)
+
+
 def run(ctx: Context) -> dict[str, Any]:
     """Versions, the device, hotloop's own probes and its ``compile="auto"`` / ``cuda_graphs`` choices."""
     versions: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
     versions.update({name: _version(distributions) for name, distributions in _PACKAGES.items()})
     versions["hotloop"] = hotloop.__version__
     device = _device(ctx.device)
-    auto = resolve_compile("auto", ctx.device)
     choices = {
-        "compile_auto": "eager" if auto is None else f"torch.compile({auto})",
+        "compile_auto": _compile_auto(ctx.device),
         "cuda_graphs_supported": cuda_graphs_supported(ctx.device),
         "triton_kernels": HAS_TRITON,
     }

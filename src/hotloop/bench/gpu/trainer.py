@@ -10,7 +10,7 @@ input copy is the ``prefetch`` part's business):
 - ``ignite``: ``ignite.engine.create_supervised_trainer`` (its default output, ``loss.item()``: a sync per step);
 - ``hotloop``: ``hotloop.create_supervised_trainer`` with Ignite's arguments only (the same sync);
 - ``hotloop_nosync``: ``no_sync=True`` (the loss stays on the device);
-- ``hotloop_auto``: ``compile="auto"`` and ``no_sync=True`` (what ``"auto"`` picked is in the env part);
+- ``hotloop_auto``: ``compile="auto"`` and ``no_sync=True`` (its choice, ``trainer.step_choice``, is shown beside it);
 - ``hotloop_graphs``: ``cuda_graphs=True`` and ``no_sync=True`` (the whole step replayed from one CUDA graph);
 - ``lightning``: ``lightning.pytorch.Trainer.fit`` (logger, checkpointing, progress bar, model summary and sanity
   check off), one fit per round, timed from its epoch start to its epoch end by a callback (device synced), i.e.
@@ -33,9 +33,8 @@ import torch
 from torch import nn
 
 import hotloop
-from hotloop.bench.cases import Scenario, trainer_digits
-from hotloop.bench.cases._training import TinyTransformer, lightning, seeded
-from hotloop.step import resolve_compile
+from hotloop.bench.cases import Round, Scenario, trainer_digits
+from hotloop.bench.cases._training import TinyTransformer, auto_choice, lightning, seeded
 
 from ._common import Context, Rounds, fmt, markdown_table, measure, ratio, times
 
@@ -145,7 +144,13 @@ def _engine(workload: Workload, device: torch.device, make: Callable, **options:
     def build(iterations: int) -> Callable[[], object]:
         model, optimizer, loss_fn = _setup(workload, device)
         trainer = make(model, optimizer, loss_fn, device=device, **options)
-        return partial(trainer.run, _round_data(workload, device, iterations), max_epochs=1)
+        data = _round_data(workload, device, iterations)
+
+        def run() -> Round:
+            trainer.run(data, max_epochs=1)
+            return Round(choice=auto_choice(trainer))
+
+        return run
 
     return build
 
@@ -203,13 +208,13 @@ def _markdown(ctx: Context, workload: Workload, summary: dict[str, Any], rounds:
         return f"{title}\n\nNot measured: {summary['error']}; failed providers: {summary['failed']}"
     header = ["workload", "provider", "samples/s", "samples/s (IQR)", "µs/step", "× Ignite", "× Lightning"]
     table = markdown_table(header + ["first round s"], _rows(summary, workload.batch_size))
-    auto = resolve_compile("auto", ctx.device)
+    auto = summary["providers"].get("hotloop_auto", {}).get("choice")
     lines = [
         title,
         "",
         f"{rounds.rounds} rounds of {rounds.iterations} steps after {rounds.warmup} warm-up rounds, providers "
         "interleaved round by round; the first round (compile, capture, Lightning's set-up) is not timed. "
-        f'`compile="auto"` on {ctx.device}: {"eager" if auto is None else f"torch.compile({auto})"}.',
+        f'`compile="auto"` on {ctx.device} chose: {auto or "(hotloop_auto failed)"}.',
         "",
         table,
     ]

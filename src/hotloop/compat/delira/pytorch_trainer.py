@@ -33,7 +33,7 @@ from hotloop.compat.delira.prediction import _PredictionCollector
 from hotloop.compat.delira.steps import _ClosureEvalStep, _ClosureTrainStep, hotloop_steps
 from hotloop.engine import Engine, Events
 from hotloop.reliability.nonfinite import NonFiniteGuard
-from hotloop.step import Autocast, StepOptions
+from hotloop.step import Autocast, StepOptions, attach_step
 
 __all__ = ["PyTorchNetworkTrainer"]
 
@@ -335,8 +335,10 @@ class PyTorchNetworkTrainer(_CheckpointingTrainer):
         self._collector = _PredictionCollector()
         self.eval_engine = Engine(eval_step)
         self.eval_engine.add_event_handler(Events.ITERATION_COMPLETED, self._collector)
-        self._options.attach(self.engine, self.input_device)
-        dataclasses.replace(self._options, on_nonfinite=None).attach(self.eval_engine, self.input_device)
+        attach_step(self.engine, train_step, self._options, self.input_device)
+        attach_step(
+            self.eval_engine, eval_step, dataclasses.replace(self._options, on_nonfinite=None), self.input_device
+        )
 
     def _autocast(self) -> Any:
         return Autocast.cuda(self.mixed_precision, dtype=torch.float16)()
