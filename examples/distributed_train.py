@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--val-size", type=int, default=9, help="need not be divisible by the number of ranks")
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--compile", choices=list(_OPTIONS), default="auto", help="hotloop's compile= (auto: the fastest build, measured)")
+    parser.add_argument("--compile", choices=list(_OPTIONS), default="auto", help="hotloop's compile= (auto: measured)")
     parser.add_argument("--cuda-graphs", choices=list(_OPTIONS), default="off", help="hotloop's cuda_graphs=")
     parser.add_argument("--output-dir", type=Path, default=Path("distributed_train_output"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (rank 0 shows one otherwise)")

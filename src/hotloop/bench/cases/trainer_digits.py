@@ -7,7 +7,7 @@ One scenario, ``trainer_digits``: the same model, optimizer, data and seed train
 - ``hotloop``: ``hotloop.create_supervised_trainer`` with Ignite's arguments only (eager);
 - ``hotloop_nosync``: the same with ``no_sync=True`` (the loss stays on the device);
 - ``hotloop_compiled``: ``compile=True`` (inductor; compile time is spent in the warm-up round, not timed);
-- ``hotloop_auto``: ``compile="auto"`` (eager on CPU, compiled on CUDA).
+- ``hotloop_auto``: ``compile="auto"`` (the fastest build, measured on the first iterations; shown beside it).
 
 Each provider owns its model and optimizer (same initial weights), so rounds do not disturb each other. A round is
 ``iterations`` optimizer steps over batches of 64. The scenario is measured by throughput: each provider's whole time
