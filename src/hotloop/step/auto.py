@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from hotloop.step.compiled import COMPILED
 from hotloop.step.tree import tree_key
 
 __all__ = ["PAYBACK", "AutoSelector", "Payback", "StepChoice", "iterations_left", "ranks_together"]
@@ -251,7 +252,7 @@ class AutoSelector:
     def _count(self, candidate: _Candidate, elapsed: float) -> None:
         if candidate.warm < candidate.body.warmup:
             candidate.warm += 1
-            if candidate.name.startswith("compiled"):
+            if candidate.name in COMPILED:
                 self.choice.compile_seconds += elapsed
             return
         self._sample.append(elapsed)

@@ -48,7 +48,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hotloop.reliability.nonfinite import NonFiniteGuard
 from hotloop.step.amp import NO_AUTOCAST, Autocast
 from hotloop.step.auto import AutoSelector, StepChoice, iterations_left, ranks_together
-from hotloop.step.compiled import CompiledModel, CompiledStep
+from hotloop.step.compiled import COMPILED, CompiledModel, CompiledStep
 from hotloop.step.fused import fused_blocker, fused_step
 from hotloop.step.graphed import CudaGraphWarning, GraphedStep, cuda_graphs_supported
 from hotloop.step.options import StepOptions
@@ -419,9 +419,6 @@ def select(candidates: Candidates, options: StepOptions, device: Any) -> str:
     )
 
 
-_COMPILED = ("compiled", "compiled_fused")
-
-
 # -- the steps -----------------------------------------------------------------------------------------------------
 
 
@@ -454,14 +451,14 @@ class _Step:
         else:
             self.choice.variant = variant
             self._use(variant, candidates.builds[variant]())
-            if options.variant in _COMPILED:  # compiled pieces beside a graphed body too
+            if options.variant in COMPILED:  # compiled pieces beside a graphed body too
                 self.compiled_model = candidates.compiled_model()
 
     def _measure(self, candidates: Candidates) -> AutoSelector:
         names = list(candidates.builds)
         return AutoSelector(
-            [name for name in names if name not in _COMPILED],
-            [name for name in names if name in _COMPILED],
+            [name for name in names if name not in COMPILED],
+            [name for name in names if name in COMPILED],
             make=lambda name: candidates.builds[name](),
             switch=self._switched,
             iterations_left=self._iterations_left,
@@ -479,7 +476,7 @@ class _Step:
     def _switched(self, variant: str, body: Body) -> None:
         """The measurement's switch: ``body`` from the next iteration on, the model compiled alone with it."""
         self._use(variant, body)
-        self.compiled_model = self._candidates.compiled_model() if variant in _COMPILED else None
+        self.compiled_model = self._candidates.compiled_model() if variant in COMPILED else None
         if self.choice.variant is not None:
             self.auto = None
 

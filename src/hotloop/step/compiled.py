@@ -13,7 +13,7 @@ import torch
 
 from hotloop.step.tree import tree_key
 
-__all__ = ["PINNED", "CompiledModel", "CompiledStep", "resolve_compile"]
+__all__ = ["COMPILED", "PINNED", "CompiledModel", "CompiledStep", "resolve_compile"]
 
 _logger = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ _logger = logging.getLogger(__name__)
 #: runs it; the same with the optimizer stepping through torch's fused implementation; the whole step compiled (what
 #: ``compile=True`` builds); forward and backward compiled with the fused optimizer step after them.
 PINNED = ("eager", "fused", "compiled", "compiled_fused")
-_COMPILED = ("compiled", "compiled_fused")
+#: Those of them that run compiled code.
+COMPILED = ("compiled", "compiled_fused")
 
 
 def resolve_compile(option: Any, device: str | torch.device | None) -> dict[str, Any] | None:
@@ -43,7 +44,7 @@ def resolve_compile(option: Any, device: str | torch.device | None) -> dict[str,
     """
     if option is False or option is None or option == "eager" or option == "fused":
         return None
-    if option is True or option == "auto" or option in _COMPILED:
+    if option is True or option == "auto" or option in COMPILED:
         return {"dynamic": False}
     if isinstance(option, dict):
         return {"dynamic": False, **option}
